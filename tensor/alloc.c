@@ -1,0 +1,154 @@
+/* Caching allocator: 64-byte aligned blocks in size classes (four per power of two), freed
+   blocks kept on per-class free lists so a steady-state loop never reaches the underlying
+   malloc. The underlying allocator is replaceable (bilo_set_allocator). */
+#include "tensor_impl.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGNMENT 64
+#define MIN_CLASS_SHIFT 6  /* smallest block: 64 bytes */
+#define MAX_CLASS_SHIFT 40 /* blocks up to 1 TiB are cached; larger requests fail */
+#define SUBCLASSES 4
+#define CLASS_COUNT ((MAX_CLASS_SHIFT - MIN_CLASS_SHIFT + 1) * SUBCLASSES)
+
+typedef struct free_block {
+    struct free_block *next;
+} free_block;
+
+static struct {
+    pthread_mutex_t lock;
+    bilo_allocator sys;
+    free_block *free_lists[CLASS_COUNT];
+    bilo_mem_stats stats;
+} heap = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .sys = {malloc, realloc, calloc, free},
+};
+
+/* Class index and rounded size for a request: sizes 2^s·{1, 1.25, 1.5, 1.75}. */
+static int size_class(size_t nbytes, size_t *class_bytes)
+{
+    if (nbytes < ((size_t)1 << MIN_CLASS_SHIFT)) nbytes = (size_t)1 << MIN_CLASS_SHIFT;
+    int shift = 63 - __builtin_clzll((unsigned long long)nbytes);
+    if (shift > MAX_CLASS_SHIFT) return -1;
+    size_t base = (size_t)1 << shift;
+    size_t quarter = base / SUBCLASSES;
+    size_t sub = (nbytes - base + quarter - 1) / quarter; /* 0..4 */
+    if (sub == SUBCLASSES) {
+        shift++;
+        sub = 0;
+        if (shift > MAX_CLASS_SHIFT) return -1;
+        base = (size_t)1 << shift;
+        quarter = base / SUBCLASSES;
+    }
+    *class_bytes = base + sub * quarter;
+    return (shift - MIN_CLASS_SHIFT) * SUBCLASSES + (int)sub;
+}
+
+/* The system block keeps its own start address just below the aligned pointer. */
+static void *system_alloc(size_t bytes)
+{
+    char *raw = heap.sys.malloc(bytes + ALIGNMENT);
+    if (!raw) return NULL;
+    heap.stats.system_allocs++;
+    char *aligned = (char *)(((uintptr_t)raw + ALIGNMENT) & ~(uintptr_t)(ALIGNMENT - 1));
+    ((void **)aligned)[-1] = raw;
+    return aligned;
+}
+
+static void system_free(void *aligned)
+{
+    heap.sys.free(((void **)aligned)[-1]);
+    heap.stats.system_frees++;
+}
+
+void *bilo__alloc(size_t nbytes)
+{
+    size_t bytes;
+    int cls = size_class(nbytes, &bytes);
+    if (cls < 0) return NULL;
+    pthread_mutex_lock(&heap.lock);
+    void *block = heap.free_lists[cls];
+    if (block) {
+        heap.free_lists[cls] = heap.free_lists[cls]->next;
+        heap.stats.cached_bytes -= bytes;
+    } else {
+        block = system_alloc(bytes);
+    }
+    if (block) {
+        heap.stats.live_bytes += bytes;
+        if (heap.stats.live_bytes > heap.stats.peak_bytes)
+            heap.stats.peak_bytes = heap.stats.live_bytes;
+    }
+    pthread_mutex_unlock(&heap.lock);
+    return block;
+}
+
+void bilo__free(void *ptr, size_t nbytes)
+{
+    size_t bytes = 0;
+    int cls = ptr ? size_class(nbytes, &bytes) : -1;
+    if (cls < 0) return;
+    pthread_mutex_lock(&heap.lock);
+    free_block *block = ptr;
+    block->next = heap.free_lists[cls];
+    heap.free_lists[cls] = block;
+    heap.stats.live_bytes -= bytes;
+    heap.stats.cached_bytes += bytes;
+    pthread_mutex_unlock(&heap.lock);
+}
+
+static void trim_locked(void)
+{
+    for (int c = 0; c < CLASS_COUNT; c++) {
+        while (heap.free_lists[c]) {
+            free_block *next = heap.free_lists[c]->next;
+            system_free(heap.free_lists[c]);
+            heap.free_lists[c] = next;
+        }
+    }
+    heap.stats.cached_bytes = 0;
+}
+
+BILO_API void bilo_mem_trim(void)
+{
+    pthread_mutex_lock(&heap.lock);
+    trim_locked();
+    pthread_mutex_unlock(&heap.lock);
+}
+
+BILO_API int bilo_set_allocator(const bilo_allocator *alloc)
+{
+    if (alloc && (!alloc->malloc || !alloc->free))
+        return bilo__fail_code(BILO_EINVAL, "bilo_set_allocator: malloc and free hooks are required");
+    pthread_mutex_lock(&heap.lock);
+    if (heap.stats.live_bytes != 0) {
+        size_t live = heap.stats.live_bytes;
+        pthread_mutex_unlock(&heap.lock);
+        return bilo__fail_code(BILO_ESTATE,
+                               "bilo_set_allocator: %zu bytes of bilo memory are still alive; "
+                               "release every tensor first",
+                               live);
+    }
+    trim_locked();
+    heap.sys = alloc ? *alloc : (bilo_allocator){malloc, realloc, calloc, free};
+    pthread_mutex_unlock(&heap.lock);
+    return 0;
+}
+
+BILO_API void bilo_mem_get_stats(bilo_mem_stats *stats)
+{
+    if (!stats) return;
+    pthread_mutex_lock(&heap.lock);
+    *stats = heap.stats;
+    pthread_mutex_unlock(&heap.lock);
+}
+
+BILO_API void bilo_mem_reset_peak(void)
+{
+    pthread_mutex_lock(&heap.lock);
+    heap.stats.peak_bytes = heap.stats.live_bytes;
+    pthread_mutex_unlock(&heap.lock);
+}
