@@ -1,0 +1,378 @@
+/* The op table: one row per bilo_op_id with its name, backward rule, differentiable inputs
+   and whether the rule reads the op's output.
+ *
+ * Every rule is written with public ops only. Without CREATE_GRAPH the engine runs them
+ * under no-grad; with it they are recorded, so the gradient they return is differentiable
+ * again (double backprop). Inputs are named as in the public functions: x[0] is the first
+ * tensor argument, and so on (the mask of where, the index of index_select, ...).
+ *
+ * Non-differentiable ops (comparisons, argmax, one_hot, sign) have no rule: their outputs
+ * never require grad, so a graph through them is cut there (sign's true derivative is zero
+ * almost everywhere, which this matches). */
+#include "autograd_impl.h"
+
+#include <string.h>
+
+#define G (c->g)
+#define Y (c->y)
+#define X0 (c->x[0])
+#define X1 (c->x[1])
+
+/* The broadcast gradient t summed back to the shape of input `like`. */
+static bilo_tensor *reduce_to(bilo_tensor *t, const bilo_tensor *like)
+{
+    if (t && t->ndim == like->ndim &&
+        !memcmp(t->shape, like->shape, (size_t)like->ndim * sizeof *like->shape))
+        return t;
+    return bilo_sum_to(t, like->ndim, like->shape);
+}
+
+static bilo_tensor *zero_like_scalar(const bilo_tensor *x) { return bilo_scalar(x->dtype, 0.0); }
+
+/* ---- unary ---------------------------------------------------------------------------- */
+
+static void neg_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_neg(G); }
+static void abs_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_mul(G, bilo_sign(X0)); }
+static void exp_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_mul(G, Y); }
+static void log_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_div(G, X0); }
+static void log1p_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_div(G, bilo_add_scalar(X0, 1.0));
+}
+static void expm1_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_mul(G, bilo_add_scalar(Y, 1.0));
+}
+static void sqrt_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_mul_scalar(bilo_div(G, Y), 0.5);
+}
+/* y = x^(-1/2): dy/dx = -y^3 / 2 */
+static void rsqrt_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_mul(G, bilo_mul_scalar(bilo_pow_scalar(Y, 3.0), -0.5));
+}
+static void square_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_mul(G, bilo_mul_scalar(X0, 2.0));
+}
+static void reciprocal_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_neg(bilo_mul(G, bilo_square(Y)));
+}
+static void sin_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_mul(G, bilo_cos(X0)); }
+static void cos_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_neg(bilo_mul(G, bilo_sin(X0))); }
+static void tanh_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_mul(G, bilo_rsub_scalar(bilo_square(Y), 1.0));
+}
+static void sigmoid_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_mul(G, bilo_mul(Y, bilo_rsub_scalar(Y, 1.0)));
+}
+static void relu_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_mul(G, bilo_gt(X0, zero_like_scalar(X0)));
+}
+static void softplus_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_mul(G, bilo_sigmoid(X0)); }
+static void pow_scalar_backward(const bilo_rule_ctx *c)
+{
+    double p = c->attrs->scalar;
+    c->gx[0] = bilo_mul(G, bilo_mul_scalar(bilo_pow_scalar(X0, p - 1.0), p));
+}
+static void identity_backward(const bilo_rule_ctx *c) { c->gx[0] = G; }
+static void mul_scalar_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_mul_scalar(G, c->attrs->scalar);
+}
+
+/* ---- binary (broadcasting) ----------------------------------------------------------- */
+
+static void add_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0]) c->gx[0] = reduce_to(G, X0);
+    if (c->need[1]) c->gx[1] = reduce_to(G, X1);
+}
+static void sub_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0]) c->gx[0] = reduce_to(G, X0);
+    if (c->need[1]) c->gx[1] = bilo_neg(reduce_to(G, X1));
+}
+static void mul_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0]) c->gx[0] = reduce_to(bilo_mul(G, X1), X0);
+    if (c->need[1]) c->gx[1] = reduce_to(bilo_mul(G, X0), X1);
+}
+/* y = a / b: da = g / b, db = -g y / b */
+static void div_backward(const bilo_rule_ctx *c)
+{
+    bilo_tensor *g_over_b = bilo_div(G, X1);
+    if (c->need[0]) c->gx[0] = reduce_to(g_over_b, X0);
+    if (c->need[1]) c->gx[1] = bilo_neg(reduce_to(bilo_mul(g_over_b, Y), X1));
+}
+/* y = a^b: da = g b a^(b-1), db = g y log a (a > 0) */
+static void pow_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0])
+        c->gx[0] = reduce_to(bilo_mul(G, bilo_mul(X1, bilo_pow(X0, bilo_add_scalar(X1, -1.0)))), X0);
+    if (c->need[1]) c->gx[1] = reduce_to(bilo_mul(G, bilo_mul(Y, bilo_log(X0))), X1);
+}
+/* mask selects where a wins (ties included: ties send the gradient to a). */
+static void select_backward(const bilo_rule_ctx *c, bilo_tensor *mask)
+{
+    if (c->need[0]) c->gx[0] = reduce_to(bilo_mul(G, mask), X0);
+    if (c->need[1]) c->gx[1] = reduce_to(bilo_mul(G, bilo_rsub_scalar(mask, 1.0)), X1);
+}
+static void maximum_backward(const bilo_rule_ctx *c) { select_backward(c, bilo_ge(X0, X1)); }
+static void minimum_backward(const bilo_rule_ctx *c) { select_backward(c, bilo_le(X0, X1)); }
+/* where(mask, a, b): inputs mask, a, b */
+static void where_backward(const bilo_rule_ctx *c)
+{
+    bilo_tensor *mask = c->x[0], *zero = zero_like_scalar(G);
+    if (c->need[1]) c->gx[1] = reduce_to(bilo_where(mask, G, zero), c->x[1]);
+    if (c->need[2]) c->gx[2] = reduce_to(bilo_where(mask, zero, G), c->x[2]);
+}
+
+/* ---- reductions ----------------------------------------------------------------------- */
+
+/* t (a reduction's output or its gradient) reshaped to the keepdim shape, so it broadcasts
+   against the reduction's input x. */
+static bilo_tensor *keep_dims(bilo_tensor *t, const bilo_tensor *x, const bilo_op_attrs *a)
+{
+    int64_t shape[BILO_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++)
+        shape[d] = a->axis == BILO_ALL_AXES || a->axis == d ? 1 : x->shape[d];
+    return bilo_reshape(t, x->ndim, shape);
+}
+
+static bilo_tensor *expand_reduced(bilo_tensor *t, const bilo_tensor *x, const bilo_op_attrs *a)
+{
+    return bilo_expand(keep_dims(t, x, a), x->ndim, x->shape);
+}
+
+static int64_t reduced_count(const bilo_tensor *x, const bilo_op_attrs *a)
+{
+    return a->axis == BILO_ALL_AXES ? x->numel : x->shape[a->axis];
+}
+
+static void sum_backward(const bilo_rule_ctx *c) { c->gx[0] = expand_reduced(G, X0, c->attrs); }
+static void mean_backward(const bilo_rule_ctx *c)
+{
+    int64_t count = reduced_count(X0, c->attrs);
+    c->gx[0] = bilo_mul_scalar(expand_reduced(G, X0, c->attrs), 1.0 / (double)(count ? count : 1));
+}
+/* The gradient is shared equally among the elements equal to the extreme value. */
+static void extreme_backward(const bilo_rule_ctx *c)
+{
+    const bilo_op_attrs *a = c->attrs;
+    bilo_tensor *mask = bilo_eq(X0, keep_dims(Y, X0, a));
+    bilo_tensor *count = keep_dims(bilo_sum(mask, a->axis, true), X0, a);
+    c->gx[0] = bilo_mul(mask, bilo_div(keep_dims(G, X0, a), count));
+}
+static void logsumexp_backward(const bilo_rule_ctx *c)
+{
+    const bilo_op_attrs *a = c->attrs;
+    c->gx[0] = bilo_mul(keep_dims(G, X0, a), bilo_exp(bilo_sub(X0, keep_dims(Y, X0, a))));
+}
+static void norm_backward(const bilo_rule_ctx *c)
+{
+    const bilo_op_attrs *a = c->attrs;
+    c->gx[0] = bilo_mul(X0, bilo_div(keep_dims(G, X0, a), keep_dims(Y, X0, a)));
+}
+static void dot_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0]) c->gx[0] = bilo_mul(G, X1);
+    if (c->need[1]) c->gx[1] = bilo_mul(G, X0);
+}
+/* dx = y (g - sum(g y)) */
+static void softmax_backward(const bilo_rule_ctx *c)
+{
+    int axis = c->attrs->axis;
+    c->gx[0] = bilo_mul(Y, bilo_sub(G, bilo_sum(bilo_mul(G, Y), axis, true)));
+}
+/* dx = g - softmax(x) sum(g), with softmax(x) = exp(y) */
+static void log_softmax_backward(const bilo_rule_ctx *c)
+{
+    int axis = c->attrs->axis;
+    c->gx[0] = bilo_sub(G, bilo_mul(bilo_exp(Y), bilo_sum(G, axis, true)));
+}
+
+/* ---- linear algebra ------------------------------------------------------------------- */
+
+/* A batched gradient of an operand shared across the batch (2-D) sums over the batch. */
+static bilo_tensor *sum_batch_to(bilo_tensor *t, const bilo_tensor *like)
+{
+    return t && t->ndim > like->ndim ? bilo_sum(t, 0, false) : t;
+}
+
+/* y = op(a) op(b): d op(a) = g op(b)^T and d op(b) = op(a)^T g, written with transpose flags
+   so no transposed copy is made. */
+static void matmul_backward(const bilo_rule_ctx *c)
+{
+    bool ta = c->attrs->trans_a, tb = c->attrs->trans_b;
+    if (c->need[0]) {
+        bilo_tensor *da = ta ? bilo_matmul_t(X1, G, tb, true) : bilo_matmul_t(G, X1, false, !tb);
+        c->gx[0] = sum_batch_to(da, X0);
+    }
+    if (c->need[1]) {
+        bilo_tensor *db = tb ? bilo_matmul_t(G, X0, true, ta) : bilo_matmul_t(X0, G, !ta, false);
+        c->gx[1] = sum_batch_to(db, X1);
+    }
+}
+/* y = a b^T for vectors: da = g b, db = g^T a */
+static void outer_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0]) {
+        bilo_tensor *b = bilo_reshape(X1, BILO_SHAPE(X1->numel, 1));
+        c->gx[0] = bilo_reshape(bilo_matmul_t(G, b, false, false), X0->ndim, X0->shape);
+    }
+    if (c->need[1]) {
+        bilo_tensor *a = bilo_reshape(X0, BILO_SHAPE(X0->numel, 1));
+        c->gx[1] = bilo_reshape(bilo_matmul_t(G, a, true, false), X1->ndim, X1->shape);
+    }
+}
+
+/* ---- shape ops -------------------------------------------------------------------------- */
+
+static void reshape_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_reshape(G, X0->ndim, X0->shape);
+}
+static void permute_backward(const bilo_rule_ctx *c)
+{
+    int inverse[BILO_MAX_DIMS];
+    for (int d = 0; d < X0->ndim; d++) inverse[c->attrs->perm[d]] = d;
+    c->gx[0] = bilo_permute(G, inverse);
+}
+static void slice_backward(const bilo_rule_ctx *c)
+{
+    const bilo_op_attrs *a = c->attrs;
+    c->gx[0] = bilo_slice_scatter(bilo_zeros_like(X0), G, a->axis, a->start, a->stop, a->step);
+}
+/* inputs base, src */
+static void slice_scatter_backward(const bilo_rule_ctx *c)
+{
+    const bilo_op_attrs *a = c->attrs;
+    if (c->need[0])
+        c->gx[0] = bilo_slice_scatter(G, bilo_zeros_like(X1), a->axis, a->start, a->stop, a->step);
+    if (c->need[1]) c->gx[1] = bilo_slice(G, a->axis, a->start, a->stop, a->step);
+}
+static void concat_backward(const bilo_rule_ctx *c)
+{
+    int axis = c->attrs->axis;
+    int64_t offset = 0;
+    for (int i = 0; i < c->n_in; i++) {
+        int64_t len = c->x[i]->shape[axis];
+        if (c->need[i]) c->gx[i] = bilo_slice(G, axis, offset, offset + len, 1);
+        offset += len;
+    }
+}
+static void stack_backward(const bilo_rule_ctx *c)
+{
+    int axis = c->attrs->axis;
+    for (int i = 0; i < c->n_in; i++)
+        if (c->need[i])
+            c->gx[i] = bilo_reshape(bilo_slice(G, axis, i, i + 1, 1), c->x[i]->ndim, c->x[i]->shape);
+}
+/* inputs x, index */
+static void index_select_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_index_add(bilo_zeros_like(X0), c->attrs->axis, X1, G);
+}
+/* inputs base, index, src */
+static void index_add_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0]) c->gx[0] = G;
+    if (c->need[2]) c->gx[2] = bilo_index_select(G, c->attrs->axis, X1);
+}
+/* inputs x, index */
+static void gather_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_scatter_add(bilo_zeros_like(X0), c->attrs->axis, X1, G);
+}
+/* inputs base, index, src */
+static void scatter_add_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0]) c->gx[0] = G;
+    if (c->need[2]) c->gx[2] = bilo_gather(G, c->attrs->axis, X1);
+}
+static void expand_backward(const bilo_rule_ctx *c) { c->gx[0] = reduce_to(G, X0); }
+static void sum_to_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_expand(G, X0->ndim, X0->shape);
+}
+static void cast_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_cast(G, X0->dtype); }
+
+/* ---- the table ------------------------------------------------------------------------ */
+
+#define IN(i) (UINT64_C(1) << (i))
+#define ALL_INPUTS (~UINT64_C(0))
+#define OUTPUT true
+#define INPUTS false
+#define NOT_DIFFERENTIABLE(name) {name, NULL, 0, false}
+
+static const bilo_op_rule rules[BILO_OP_COUNT] = {
+    [BILO_OP_NEG] = {"neg", neg_backward, IN(0), INPUTS},
+    [BILO_OP_ABS] = {"abs", abs_backward, IN(0), INPUTS},
+    [BILO_OP_EXP] = {"exp", exp_backward, IN(0), OUTPUT},
+    [BILO_OP_LOG] = {"log", log_backward, IN(0), INPUTS},
+    [BILO_OP_LOG1P] = {"log1p", log1p_backward, IN(0), INPUTS},
+    [BILO_OP_EXPM1] = {"expm1", expm1_backward, IN(0), OUTPUT},
+    [BILO_OP_SQRT] = {"sqrt", sqrt_backward, IN(0), OUTPUT},
+    [BILO_OP_RSQRT] = {"rsqrt", rsqrt_backward, IN(0), OUTPUT},
+    [BILO_OP_SQUARE] = {"square", square_backward, IN(0), INPUTS},
+    [BILO_OP_RECIPROCAL] = {"reciprocal", reciprocal_backward, IN(0), OUTPUT},
+    [BILO_OP_SIN] = {"sin", sin_backward, IN(0), INPUTS},
+    [BILO_OP_COS] = {"cos", cos_backward, IN(0), INPUTS},
+    [BILO_OP_TANH] = {"tanh", tanh_backward, IN(0), OUTPUT},
+    [BILO_OP_SIGMOID] = {"sigmoid", sigmoid_backward, IN(0), OUTPUT},
+    [BILO_OP_RELU] = {"relu", relu_backward, IN(0), INPUTS},
+    [BILO_OP_SOFTPLUS] = {"softplus", softplus_backward, IN(0), INPUTS},
+    [BILO_OP_SIGN] = NOT_DIFFERENTIABLE("sign"),
+    [BILO_OP_POW_SCALAR] = {"pow_scalar", pow_scalar_backward, IN(0), INPUTS},
+    [BILO_OP_ADD_SCALAR] = {"add_scalar", identity_backward, IN(0), INPUTS},
+    [BILO_OP_MUL_SCALAR] = {"mul_scalar", mul_scalar_backward, IN(0), INPUTS},
+    [BILO_OP_RSUB_SCALAR] = {"rsub_scalar", neg_backward, IN(0), INPUTS},
+    [BILO_OP_ADD] = {"add", add_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_SUB] = {"sub", sub_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_MUL] = {"mul", mul_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_DIV] = {"div", div_backward, IN(0) | IN(1), OUTPUT},
+    [BILO_OP_POW] = {"pow", pow_backward, IN(0) | IN(1), OUTPUT},
+    [BILO_OP_MAXIMUM] = {"maximum", maximum_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_MINIMUM] = {"minimum", minimum_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_GT] = NOT_DIFFERENTIABLE("gt"),
+    [BILO_OP_GE] = NOT_DIFFERENTIABLE("ge"),
+    [BILO_OP_LT] = NOT_DIFFERENTIABLE("lt"),
+    [BILO_OP_LE] = NOT_DIFFERENTIABLE("le"),
+    [BILO_OP_EQ] = NOT_DIFFERENTIABLE("eq"),
+    [BILO_OP_WHERE] = {"where", where_backward, IN(1) | IN(2), INPUTS},
+    [BILO_OP_SUM] = {"sum", sum_backward, IN(0), INPUTS},
+    [BILO_OP_MEAN] = {"mean", mean_backward, IN(0), INPUTS},
+    [BILO_OP_MAX] = {"max", extreme_backward, IN(0), OUTPUT},
+    [BILO_OP_MIN] = {"min", extreme_backward, IN(0), OUTPUT},
+    [BILO_OP_ARGMAX] = NOT_DIFFERENTIABLE("argmax"),
+    [BILO_OP_LOGSUMEXP] = {"logsumexp", logsumexp_backward, IN(0), OUTPUT},
+    [BILO_OP_NORM] = {"norm", norm_backward, IN(0), OUTPUT},
+    [BILO_OP_DOT] = {"dot", dot_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_SOFTMAX] = {"softmax", softmax_backward, IN(0), OUTPUT},
+    [BILO_OP_LOG_SOFTMAX] = {"log_softmax", log_softmax_backward, IN(0), OUTPUT},
+    [BILO_OP_MATMUL] = {"matmul", matmul_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_OUTER] = {"outer", outer_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_RESHAPE] = {"reshape", reshape_backward, IN(0), INPUTS},
+    [BILO_OP_PERMUTE] = {"permute", permute_backward, IN(0), INPUTS},
+    [BILO_OP_SLICE] = {"slice", slice_backward, IN(0), INPUTS},
+    [BILO_OP_SLICE_SCATTER] = {"slice_scatter", slice_scatter_backward, IN(0) | IN(1), INPUTS},
+    [BILO_OP_CONCAT] = {"concat", concat_backward, ALL_INPUTS, INPUTS},
+    [BILO_OP_STACK] = {"stack", stack_backward, ALL_INPUTS, INPUTS},
+    [BILO_OP_INDEX_SELECT] = {"index_select", index_select_backward, IN(0), INPUTS},
+    [BILO_OP_INDEX_ADD] = {"index_add", index_add_backward, IN(0) | IN(2), INPUTS},
+    [BILO_OP_GATHER] = {"gather", gather_backward, IN(0), INPUTS},
+    [BILO_OP_SCATTER_ADD] = {"scatter_add", scatter_add_backward, IN(0) | IN(2), INPUTS},
+    [BILO_OP_ONE_HOT] = NOT_DIFFERENTIABLE("one_hot"),
+    [BILO_OP_EXPAND] = {"expand", expand_backward, IN(0), INPUTS},
+    [BILO_OP_SUM_TO] = {"sum_to", sum_to_backward, IN(0), INPUTS},
+    [BILO_OP_CLONE] = {"clone", identity_backward, IN(0), INPUTS},
+    [BILO_OP_CAST] = {"cast", cast_backward, IN(0), INPUTS},
+};
+
+const bilo_op_rule *bilo__op_rule(bilo_op_id op) { return &rules[op]; }

@@ -1,0 +1,276 @@
+/* Autograd overhead and double-backprop speed, against PyTorch in the same run when it is
+   installed.
+ *
+ *  1. A chain of 1000 elementwise ops (mul_scalar, add_scalar, tanh in turn) on 1 and 16
+ *     f32 elements: ns per op without grad, with recording, and forward + backward — the
+ *     per-node cost that dominates unrolled bilevel graphs of small tensors.
+ *  2. An MLP 784-256-256-10 (tanh, softmax cross-entropy), batch 256, f32: ms per gradient
+ *     of the loss w.r.t. all six parameters, and per Hessian-vector product (double
+ *     backprop), forward pass included, at 1 and 2 threads.
+ *
+ * The peer is bench/peers/torch_autograd.py, found through $BILO_SOURCE_DIR or relative to
+ * this program (<build>/bench/ -> ../../bench/peers), run with /usr/bin/python3 and
+ * OMP_WAIT_POLICY=PASSIVE (torch's best setting on this class of machine, see peers.md). */
+#include "bilo.h"
+
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { CHAIN_OPS = 1000, CHAIN_REPS = 31, MLP_REPS = 11, BATCH = 256 };
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+static void die_on_error(int ok, const char *what)
+{
+    if (ok) return;
+    fprintf(stderr, "bench_autograd: %s failed: %s\n", what, bilo_last_error());
+    exit(1);
+}
+
+/* ---- 1. chain of elementwise ops ---------------------------------------------------------- */
+
+typedef enum { NO_GRAD, RECORD, FORWARD_BACKWARD } chain_mode;
+
+static bilo_tensor *chain_forward(bilo_tensor *x)
+{
+    bilo_tensor *y = x;
+    for (int i = 0; i < CHAIN_OPS; i++) {
+        switch (i % 3) {
+        case 0: y = bilo_mul_scalar(y, 0.999); break;
+        case 1: y = bilo_add_scalar(y, 0.001); break;
+        default: y = bilo_tanh(y); break;
+        }
+    }
+    return y;
+}
+
+/* Median ns per op of one chain, each repetition inside its own scope. */
+static double bench_chain(int64_t numel, chain_mode mode)
+{
+    bilo_rng rng = bilo_rng_make(1, 0);
+    bilo_tensor *x = bilo_randn(BILO_F32, 1, &numel, &rng);
+    bilo_set_requires_grad(x, mode != NO_GRAD);
+    double t[CHAIN_REPS];
+    for (int r = 0; r < CHAIN_REPS; r++) {
+        double t0 = now();
+        bilo_scope_begin();
+        bilo_tensor *y = chain_forward(x);
+        if (mode == FORWARD_BACKWARD) {
+            bilo_tensor *loss = bilo_sum(y, BILO_ALL_AXES, false), *g = NULL;
+            die_on_error(bilo_grad(&loss, 1, NULL, &x, 1, &g, 0) == 0, "chain backward");
+        }
+        die_on_error(y != NULL, "chain forward");
+        bilo_scope_end();
+        t[r] = (now() - t0) * 1e9 / CHAIN_OPS;
+    }
+    bilo_release(x);
+    return median(t, CHAIN_REPS);
+}
+
+/* ---- 2. MLP -------------------------------------------------------------------------------- */
+
+enum { N_PARAMS = 6 };
+
+typedef struct {
+    bilo_tensor *X, *onehot;
+    bilo_tensor *p[N_PARAMS]; /* W1 [784,256], b1, W2 [256,256], b2, W3 [256,10], b3 */
+    bilo_tensor *v[N_PARAMS]; /* HVP direction */
+} mlp;
+
+static bilo_tensor *param(int ndim, const int64_t *shape, double scale, bilo_rng *rng)
+{
+    bilo_tensor *t = bilo_randn(BILO_F32, ndim, shape, rng);
+    bilo_scale_(t, scale);
+    return t;
+}
+
+static mlp mlp_make(void)
+{
+    bilo_rng rng = bilo_rng_make(2, 0);
+    mlp m;
+    m.X = bilo_randn(BILO_F32, BILO_SHAPE(BATCH, 784), &rng);
+    bilo_tensor *labels = bilo_zeros(BILO_I64, BILO_SHAPE(BATCH));
+    for (int64_t i = 0; i < BATCH; i++) bilo_set_flat(labels, i, (double)(i % 10));
+    m.onehot = bilo_one_hot(labels, 10, BILO_F32);
+    bilo_release(labels);
+    const int64_t dims[4] = {784, 256, 256, 10};
+    for (int l = 0; l < 3; l++) {
+        m.p[2 * l] = param(BILO_SHAPE(dims[l], dims[l + 1]), 1.0 / sqrt((double)dims[l]), &rng);
+        m.p[2 * l + 1] = param(1, &dims[l + 1], 0.1, &rng);
+    }
+    for (int i = 0; i < N_PARAMS; i++) {
+        bilo_set_requires_grad(m.p[i], true);
+        m.v[i] = bilo_randn(BILO_F32, bilo_ndim(m.p[i]), bilo_shape(m.p[i]), &rng);
+    }
+    return m;
+}
+
+static void mlp_free(mlp *m)
+{
+    bilo_release(m->X);
+    bilo_release(m->onehot);
+    for (int i = 0; i < N_PARAMS; i++) {
+        bilo_release(m->p[i]);
+        bilo_release(m->v[i]);
+    }
+}
+
+static bilo_tensor *mlp_loss(const mlp *m)
+{
+    bilo_tensor *h = m->X;
+    for (int l = 0; l < 3; l++) {
+        h = bilo_add(bilo_matmul(h, m->p[2 * l]), m->p[2 * l + 1]);
+        if (l < 2) h = bilo_tanh(h);
+    }
+    bilo_tensor *picked = bilo_sum(bilo_mul(m->onehot, bilo_log_softmax(h, 1)), 1, false);
+    return bilo_neg(bilo_mean(picked, BILO_ALL_AXES, false));
+}
+
+/* Median ms of one gradient (hvp false) or one HVP, forward included. */
+static double bench_mlp(const mlp *m, bool hvp)
+{
+    double t[MLP_REPS];
+    bilo_tensor *out[N_PARAMS];
+    for (int r = 0; r < MLP_REPS; r++) {
+        double t0 = now();
+        bilo_scope_begin();
+        bilo_tensor *loss = mlp_loss(m);
+        int rc = hvp ? bilo_hvp(loss, m->p, N_PARAMS, m->v, out, 0)
+                     : bilo_grad(&loss, 1, NULL, m->p, N_PARAMS, out, 0);
+        die_on_error(rc == 0, hvp ? "mlp hvp" : "mlp grad");
+        bilo_scope_end();
+        t[r] = (now() - t0) * 1e3;
+    }
+    return median(t, MLP_REPS);
+}
+
+/* ---- the torch peer ------------------------------------------------------------------------ */
+
+typedef struct {
+    char key[64];
+    double value;
+} peer_figure;
+
+typedef struct {
+    peer_figure fig[32];
+    int n;
+    char status[1400]; /* empty when torch ran */
+} peer_results;
+
+static double peer_get(const peer_results *p, const char *key)
+{
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->fig[i].key, key)) return p->fig[i].value;
+    return NAN;
+}
+
+static bool find_script(const char *argv0, char *path, size_t size)
+{
+    const char *src = getenv("BILO_SOURCE_DIR");
+    if (src) {
+        snprintf(path, size, "%s/bench/peers/torch_autograd.py", src);
+        return access(path, R_OK) == 0;
+    }
+    char self[1024];
+    snprintf(self, sizeof self, "%s", argv0);
+    snprintf(path, size, "%s/../../bench/peers/torch_autograd.py", dirname(self));
+    return access(path, R_OK) == 0;
+}
+
+static peer_results run_torch(const char *argv0)
+{
+    peer_results p = {.n = 0};
+    char script[1200], cmd[1400];
+    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
+        snprintf(p.status, sizeof p.status, "torch: missing (/usr/bin/python3 cannot import torch)");
+        return p;
+    }
+    if (!find_script(argv0, script, sizeof script)) {
+        snprintf(p.status, sizeof p.status,
+                 "torch: peer script missing (looked for %s; set BILO_SOURCE_DIR)", script);
+        return p;
+    }
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --ops %d --batch %d",
+             script, CHAIN_OPS, BATCH);
+    FILE *f = popen(cmd, "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f) && p.n < 32)
+        if (sscanf(line, "%63s %lf", p.fig[p.n].key, &p.fig[p.n].value) == 2) p.n++;
+    int status = f ? pclose(f) : -1;
+    if (status != 0 || p.n == 0)
+        snprintf(p.status, sizeof p.status, "torch: peer script failed (status %d)", status);
+    return p;
+}
+
+static void print_ratio(double bilo, double torch)
+{
+    if (isnan(torch))
+        printf("  %10s %10s\n", "-", "-");
+    else
+        printf("  %10.1f %10.2f\n", torch, bilo / torch);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    printf("bilo autograd benchmark (kernels %s), f32\n", bilo_kernel_isa());
+    peer_results torch = run_torch(argv[0]);
+    if (torch.status[0]) printf("%s\n", torch.status);
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    printf("OMP_WAIT_POLICY for bilo: %s; torch runs with PASSIVE and torch.set_num_threads\n",
+           policy ? policy : "unset (OpenMP's default)");
+
+    printf("\nchain of %d elementwise ops (mul_scalar, add_scalar, tanh), ns per op, median of %d\n",
+           CHAIN_OPS, CHAIN_REPS);
+    printf("  %5s %10s %10s %10s  %10s %10s\n", "numel", "no grad", "recording", "fwd+bwd",
+           "torch f+b", "bilo/torch");
+    bilo_set_num_threads(1);
+    const int64_t sizes[2] = {1, 16};
+    for (int s = 0; s < 2; s++) {
+        double fb = bench_chain(sizes[s], FORWARD_BACKWARD);
+        printf("  %5lld %10.0f %10.0f %10.0f", (long long)sizes[s], bench_chain(sizes[s], NO_GRAD),
+               bench_chain(sizes[s], RECORD), fb);
+        char key[64];
+        snprintf(key, sizeof key, "chain_%lld_fwdbwd_ns", (long long)sizes[s]);
+        print_ratio(fb, peer_get(&torch, key));
+    }
+
+    printf("\nMLP 784-256-256-10 tanh, batch %d: ms per gradient / per HVP (forward included), "
+           "median of %d\n", BATCH, MLP_REPS);
+    printf("  %7s %5s %10s  %10s %10s\n", "threads", "what", "bilo ms", "torch ms", "bilo/torch");
+    mlp m = mlp_make();
+    for (int threads = 1; threads <= 2; threads++) {
+        bilo_set_num_threads(threads);
+        for (int hvp = 0; hvp <= 1; hvp++) {
+            double ms = bench_mlp(&m, hvp);
+            printf("  %7d %5s %10.2f", threads, hvp ? "hvp" : "grad", ms);
+            char key[64];
+            snprintf(key, sizeof key, "mlp_%dt_%s_ms", threads, hvp ? "hvp" : "grad");
+            print_ratio(ms, peer_get(&torch, key));
+        }
+    }
+    mlp_free(&m);
+    return 0;
+}
