@@ -1,0 +1,204 @@
+/* bilo — nn: data loaders and dataset views (layers, losses and optimizers join this header).
+ *
+ * Conventions are those of bilo_tensor.h: tensor-returning functions return NULL and record
+ * an error; int-returning ones return 0 (or a count) or a negative BILO_E... code. Option
+ * structs are filled with designated initializers; a NULL options pointer and every field left
+ * at zero mean the documented default.
+ */
+#ifndef BILO_NN_H
+#define BILO_NN_H
+
+#include "bilo_tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- data ---- */
+/*
+ * Readers open plain and gzip-compressed files alike (zlib detects the format). A malformed
+ * file is never a crash: it is an error (BILO_EFORMAT, BILO_EOVERFLOW for sizes that cannot
+ * exist, BILO_EIO when the file cannot be read) whose message names the file and the place,
+ * e.g. "bilo_read_libsvm: train.txt: line 12: index 3 after 7: indices must be ascending" or
+ * "bilo_read_idx_images: x.gz: byte 1616: data ends after 1600 of the 7840 bytes the header
+ * declares". Byte offsets count uncompressed bytes.
+ */
+
+/* IDX (MNIST, Fashion-MNIST): big-endian header, unsigned-byte data. */
+typedef enum {
+    BILO_IDX_FLAT = 0, /* images as [n, rows*cols] (default: ready for a linear layer) */
+    BILO_IDX_HW,       /* [n, rows, cols] */
+    BILO_IDX_NCHW,     /* [n, 1, rows, cols] (ready for conv2d) */
+} bilo_idx_layout;
+
+typedef struct {
+    bilo_dtype dtype;       /* BILO_F32 (default) or BILO_F64 */
+    bilo_idx_layout layout; /* BILO_IDX_FLAT (default) */
+} bilo_idx_opts;
+
+/* Images of an IDX file with magic 0x00000803 (unsigned bytes, 3 dimensions), scaled to
+   [0, 1] by dividing by 255. The file must hold exactly the bytes its header declares. */
+BILO_API bilo_tensor *bilo_read_idx_images(const char *path, const bilo_idx_opts *opts);
+/* Labels of an IDX file with magic 0x00000801 (unsigned bytes, 1 dimension): BILO_I64 [n]. */
+BILO_API bilo_tensor *bilo_read_idx_labels(const char *path);
+
+/* Where the Debian package dataset-fashion-mnist installs the files. */
+#define BILO_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+typedef enum { BILO_FMNIST_TRAIN = 0, BILO_FMNIST_TEST = 1 } bilo_fmnist_part;
+
+/* Fashion-MNIST from dir (NULL: BILO_FASHION_MNIST_DIR), files named as shipped
+   ({train,t10k}-{images-idx3,labels-idx1}-ubyte, with or without .gz). *images gets
+   [n, 784] (or opts->layout) in [0, 1], *labels BILO_I64 [n] in 0..9; n is 60000 for the
+   training part and 10000 for the test part. Checks 28x28 images, matching counts and label
+   range. On error both outputs are NULL; a missing file names the package to install. */
+BILO_API int bilo_fashion_mnist_load(const char *dir, bilo_fmnist_part part,
+                                     const bilo_idx_opts *opts, bilo_tensor **images,
+                                     bilo_tensor **labels);
+
+/* Compressed sparse rows: row i holds the entries indptr[i] .. indptr[i+1]-1 of indices
+   (0-based columns, strictly ascending within a row) and values. Opaque; its three arrays are
+   tensors so that ops taking a matrix can keep them alive in a graph. */
+typedef struct bilo_csr bilo_csr;
+
+/* Matrix [rows, cols] from indptr (BILO_I64 [rows+1], starting at 0, non-decreasing), indices
+   (BILO_I64 [nnz] as above) and values (f32 or f64 [nnz]). Validates all three and keeps a
+   reference to each. */
+BILO_API bilo_csr *bilo_csr_new(int64_t rows, int64_t cols, bilo_tensor *indptr,
+                                bilo_tensor *indices, bilo_tensor *values);
+BILO_API void bilo_csr_free(bilo_csr *m);
+BILO_API int64_t bilo_csr_rows(const bilo_csr *m);
+BILO_API int64_t bilo_csr_cols(const bilo_csr *m);
+BILO_API int64_t bilo_csr_nnz(const bilo_csr *m);
+BILO_API bilo_dtype bilo_csr_dtype(const bilo_csr *m);
+/* The arrays, borrowed: valid while m lives (bilo_retain to keep one longer). */
+BILO_API bilo_tensor *bilo_csr_indptr(const bilo_csr *m);
+BILO_API bilo_tensor *bilo_csr_indices(const bilo_csr *m);
+BILO_API bilo_tensor *bilo_csr_values(const bilo_csr *m);
+/* Dense [rows, cols] copy in the values' dtype. */
+BILO_API bilo_tensor *bilo_csr_to_dense(const bilo_csr *m);
+/* The rows picked by a 1-D BILO_I64 index, in its order (a minibatch of a sparse dataset). */
+BILO_API bilo_csr *bilo_csr_select_rows(const bilo_csr *m, bilo_tensor *index);
+
+/* LIBSVM / SVMlight text: one sample per line, "<label> [qid:<q>] <index>:<value> ...", indices
+   1-based and strictly ascending, '#' starts a comment, blank lines skipped, CRLF accepted.
+   Labels and values must be finite numbers (C locale). Indices are at most 2^31 - 1, as in
+   LIBSVM itself. */
+typedef struct {
+    int64_t num_features; /* columns d; 0 (default): the largest index in the file */
+    bilo_dtype dtype;     /* features: BILO_F32 (default) or BILO_F64 */
+    /* Labels: with num_classes == 0 (default) they are f64 [n] as written. Otherwise they
+       are BILO_I64 class ids [n]: the position of the label in classes[] (e.g. {-1, 1} maps
+       -1 to 0 and +1 to 1), and a label not listed is an error naming its line. */
+    const double *classes;
+    int num_classes;
+} bilo_libsvm_opts;
+
+/* Dense features [n, d] in *x and labels in *y. On error both are NULL. */
+BILO_API int bilo_read_libsvm(const char *path, const bilo_libsvm_opts *opts, bilo_tensor **x,
+                              bilo_tensor **y);
+/* The same file as a CSR matrix [n, d] (for large d: news20, real-sim, rcv1). */
+BILO_API int bilo_read_libsvm_csr(const char *path, const bilo_libsvm_opts *opts, bilo_csr **x,
+                                  bilo_tensor **y);
+
+/* CSV of numbers: every row has the same number of fields; spaces and tabs around a field are
+   ignored; empty lines are skipped; no quoting. Fields are parsed in the C locale, so "nan"
+   and "inf" are numbers while "NA" is an error. */
+typedef struct {
+    char delimiter;      /* ',' when 0; not a character that can occur in a number */
+    bool header;         /* false (default): every line is data; true: the first non-empty line
+                            holds column names and is skipped */
+    bool missing_as_nan; /* false (default): an empty field is an error naming its line and
+                            column; true: it reads as NaN */
+    bilo_dtype dtype;    /* BILO_F32 (default) or BILO_F64 */
+} bilo_csv_opts;
+
+/* The table as [rows, columns]. */
+BILO_API bilo_tensor *bilo_read_csv(const char *path, const bilo_csv_opts *opts);
+
+/* Random permutation of 0..n-1 (BILO_I64 [n]); advances rng by ceil(n/2) Philox blocks. */
+BILO_API bilo_tensor *bilo_randperm(int64_t n, bilo_rng *rng);
+
+/* Train / validation / test split of n rows into BILO_I64 index tensors, to be used with
+   bilo_index_select(x, 0, part). */
+typedef struct {
+    int64_t n_train; /* rows of the train part */
+    int64_t n_val;   /* rows of the validation part; the test part gets the remaining rows */
+    bilo_rng *rng;   /* NULL (default): consecutive ranges [0, n_train), [n_train,
+                        n_train + n_val), [n_train + n_val, n); otherwise the same ranges of a
+                        bilo_randperm drawn from rng */
+} bilo_split_opts;
+
+/* Any output pointer may be NULL when that part is not wanted. */
+BILO_API int bilo_split(int64_t n, const bilo_split_opts *opts, bilo_tensor **train,
+                        bilo_tensor **val, bilo_tensor **test);
+
+/* Per-feature standardization: mean and standard deviation over the rows of one split,
+   applied to any split as (x - mean) / std. Transparent; the tensors belong to the struct. */
+typedef struct {
+    bilo_tensor *mean; /* x's shape without its first axis, x's dtype */
+    bilo_tensor *std;  /* population std; 1 for (near-)constant features, which then map to 0 */
+} bilo_normalizer;
+
+/* Fill *nz (its previous content is ignored: free an earlier fit first) from the rows
+   (BILO_I64 indices into x's first axis; NULL: every row) of an f32/f64 x [n, ...].
+   Statistics are accumulated in f64; std < 1e-12·(1 + |mean|) counts as 0. */
+BILO_API int bilo_normalizer_fit(bilo_normalizer *nz, bilo_tensor *x, bilo_tensor *rows);
+/* (x - mean) / std, broadcast over x's first axis. */
+BILO_API bilo_tensor *bilo_normalizer_apply(const bilo_normalizer *nz, bilo_tensor *x);
+/* Release the tensors and zero the struct. */
+BILO_API void bilo_normalizer_free(bilo_normalizer *nz);
+
+/* Label noise for data hyper-cleaning: each label is redrawn with probability rate. */
+typedef struct {
+    double rate;         /* probability that a label is redrawn, in [0, 1] */
+    int64_t num_classes; /* labels lie in [0, num_classes), num_classes >= 2 */
+    /* false (default): redraw uniformly among all classes, as the hyper-cleaning benchmarks do
+       (BOME, benchmark_bilevel: randint), so a redrawn label keeps its value with probability
+       1/num_classes and the noise rate is rate·(k-1)/k; true: uniformly among the other
+       num_classes - 1 classes, so every redrawn label changes. */
+    bool other_class;
+} bilo_corrupt_opts;
+
+/* Noisy copy of the BILO_I64 labels [n]. *changed (if not NULL) gets a BILO_I64 [n] mask,
+   1 where the returned label differs from the input. Draws from rng: 2 uniforms per label. */
+BILO_API bilo_tensor *bilo_corrupt_labels(bilo_tensor *labels, const bilo_corrupt_opts *opts,
+                                          bilo_rng *rng, bilo_tensor **changed);
+
+/* Shuffling minibatch iterator over the first axis of x and y. */
+typedef struct bilo_batcher bilo_batcher;
+
+typedef struct {
+    int64_t batch_size; /* rows per batch, >= 1 (required) */
+    bilo_tensor *rows;  /* BILO_I64 rows to iterate over (e.g. a split); NULL (default): all */
+    bool in_order;      /* false (default): every epoch visits the rows in a new random order;
+                           true: always in the order of rows */
+    bool drop_last;     /* false (default): an epoch's last batch may be smaller; true: a
+                           partial last batch is skipped */
+    uint64_t seed;      /* the shuffles come from bilo_rng_make(seed, stream): the same seed */
+    uint64_t stream;    /* and stream give the same batches in the same order */
+} bilo_batcher_opts;
+
+typedef struct {
+    bilo_tensor *x;     /* bilo_index_select(x, 0, index); NULL when the batcher has no x */
+    bilo_tensor *y;     /* bilo_index_select(y, 0, index); NULL when the batcher has no y */
+    bilo_tensor *index; /* BILO_I64 [b]: the row numbers (e.g. to pick per-sample weights) */
+    int64_t epoch;      /* 0-based */
+    int64_t step;       /* 0-based batch number within the epoch */
+} bilo_batch;
+
+/* x or y may be NULL (not both); otherwise their first axes must agree. The batcher keeps a
+   reference to x, y and opts->rows. */
+BILO_API bilo_batcher *bilo_batcher_new(bilo_tensor *x, bilo_tensor *y,
+                                        const bilo_batcher_opts *opts);
+/* 1: *batch holds the next batch; its tensors are new and, like any op result, belong to the
+   innermost open scope or else to the caller. 0: the epoch is over (*batch zeroed); the next
+   call starts the following epoch, reshuffled. Negative: an error. */
+BILO_API int bilo_batcher_next(bilo_batcher *b, bilo_batch *batch);
+BILO_API int64_t bilo_batcher_num_batches(const bilo_batcher *b); /* per epoch */
+BILO_API void bilo_batcher_free(bilo_batcher *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
