@@ -4,55 +4,12 @@
    maximum/minimum: _mm256_max_ps(a, b) is `a > b ? a : b` (b when either is NaN), so a
    blend restores a NaN of a, matching the scalar reference bit for bit. */
 #include "kernels.h"
+#include "simd_avx2.h"
 
-#include <immintrin.h>
 #include <sleef.h>
 
-#define VEC_f32 __m256
-#define VEC_f64 __m256d
-#define LANES_f32 8
-#define LANES_f64 4
-#define LOADU_f32 _mm256_loadu_ps
-#define LOADU_f64 _mm256_loadu_pd
-#define STOREU_f32 _mm256_storeu_ps
-#define STOREU_f64 _mm256_storeu_pd
-#define MASKLOAD_f32 _mm256_maskload_ps
-#define MASKLOAD_f64 _mm256_maskload_pd
-#define MASKSTORE_f32 _mm256_maskstore_ps
-#define MASKSTORE_f64 _mm256_maskstore_pd
-#define SET1_f32 _mm256_set1_ps
-#define SET1_f64 _mm256_set1_pd
-#define ADD_f32 _mm256_add_ps
-#define ADD_f64 _mm256_add_pd
-#define SUB_f32 _mm256_sub_ps
-#define SUB_f64 _mm256_sub_pd
-#define MUL_f32 _mm256_mul_ps
-#define MUL_f64 _mm256_mul_pd
-#define DIV_f32 _mm256_div_ps
-#define DIV_f64 _mm256_div_pd
-#define MAX_f32 _mm256_max_ps
-#define MAX_f64 _mm256_max_pd
-#define MIN_f32 _mm256_min_ps
-#define MIN_f64 _mm256_min_pd
-#define AND_f32 _mm256_and_ps
-#define AND_f64 _mm256_and_pd
-#define CMP_f32 _mm256_cmp_ps
-#define CMP_f64 _mm256_cmp_pd
-#define BLENDV_f32 _mm256_blendv_ps
-#define BLENDV_f64 _mm256_blendv_pd
-#define FMADD_f32 _mm256_fmadd_ps
-#define FMADD_f64 _mm256_fmadd_pd
 #define POW_f32 Sleef_powf8_u10avx2
 #define POW_f64 Sleef_powd4_u10avx2
-
-static inline __m256i tail_mask_f32(int64_t r)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-static inline __m256i tail_mask_f64(int64_t r)
-{
-    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3));
-}
 
 /* Lanes i.. of an operand with stride s: loaded when s = 1, the broadcast scalar when s = 0.
    The stride test is loop-invariant and perfectly predicted. */
@@ -127,8 +84,8 @@ BILO_BINARY_VOPS_(f64)
     BILO_BINARY_LOOP_(NAME, float, f32) BILO_BINARY_LOOP_(NAME, double, f64)
 BILO_BINARY_KERNELS(BILO_BINARY_DEFINE_)
 
-/* where: a nonzero mask (NaN included, as in `m != 0`) selects a. axpy: y += alpha*x, fused. */
-#define BILO_WHERE_AXPY_(T, S)                                                          \
+/* where: a nonzero mask (NaN included, as in `m != 0`) selects a. (axpy is in simd_avx2.h.) */
+#define BILO_WHERE_(T, S)                                                          \
     static inline VEC_##S where_pick_##S(VEC_##S m, VEC_##S a, VEC_##S b)               \
     {                                                                                   \
         return BLENDV_##S(b, a, CMP_##S(m, SET1_##S(0.0), _CMP_NEQ_UQ));                \
@@ -149,21 +106,9 @@ BILO_BINARY_KERNELS(BILO_BINARY_DEFINE_)
                                                    operand_tail_##S(a, sa, i, a0, t),   \
                                                    operand_tail_##S(b, sb, i, b0, t))); \
         }                                                                               \
-    }                                                                                   \
-    static void axpy_##S(int64_t n, T alpha, const T *x, T *y)                          \
-    {                                                                                   \
-        const VEC_##S va = SET1_##S(alpha);                                             \
-        int64_t i = 0;                                                                  \
-        for (; i + LANES_##S <= n; i += LANES_##S)                                      \
-            STOREU_##S(y + i, FMADD_##S(va, LOADU_##S(x + i), LOADU_##S(y + i)));       \
-        if (i < n) {                                                                    \
-            const __m256i t = tail_mask_##S(n - i);                                     \
-            MASKSTORE_##S(y + i, t, FMADD_##S(va, MASKLOAD_##S(x + i, t),               \
-                                              MASKLOAD_##S(y + i, t)));                 \
-        }                                                                               \
     }
-BILO_WHERE_AXPY_(float, f32)
-BILO_WHERE_AXPY_(double, f64)
+BILO_WHERE_(float, f32)
+BILO_WHERE_(double, f64)
 
 void bilo__fill_binary_avx2(bilo_kernels *k)
 {

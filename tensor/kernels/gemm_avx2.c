@@ -12,9 +12,9 @@
    Tiny products and matrix-vector shapes skip the packing: each row of C is built directly
    from op(A) and op(B). */
 #include "kernels.h"
+#include "simd_avx2.h"
 #include "tensor_impl.h"
 
-#include <immintrin.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -26,46 +26,12 @@
 #define MC_f64 72
 #define NC_f32 4080
 #define NC_f64 4080
-#define LANES_f32 8
-#define LANES_f64 4
 #define NR_f32 16
 #define NR_f64 8
 /* Below this many multiply-adds (about 20^3) packing costs more than it saves. Vector
    shapes (m = 1, or n = 1 with rows of op(A) contiguous) also skip it: a 6×16 tile would be
    mostly padding, while the unpacked path streams the matrix once. */
 #define SMALL_WORK 8192
-
-#define VEC_f32 __m256
-#define VEC_f64 __m256d
-#define ZERO_f32 _mm256_setzero_ps
-#define ZERO_f64 _mm256_setzero_pd
-#define LOAD_f32 _mm256_load_ps
-#define LOAD_f64 _mm256_load_pd
-#define LOADU_f32 _mm256_loadu_ps
-#define LOADU_f64 _mm256_loadu_pd
-#define STOREU_f32 _mm256_storeu_ps
-#define STOREU_f64 _mm256_storeu_pd
-#define MASKLOAD_f32 _mm256_maskload_ps
-#define MASKLOAD_f64 _mm256_maskload_pd
-#define MASKSTORE_f32 _mm256_maskstore_ps
-#define MASKSTORE_f64 _mm256_maskstore_pd
-#define SET1_f32 _mm256_set1_ps
-#define SET1_f64 _mm256_set1_pd
-#define BROADCAST_f32 _mm256_broadcast_ss
-#define BROADCAST_f64 _mm256_broadcast_sd
-#define ADD_f32 _mm256_add_ps
-#define ADD_f64 _mm256_add_pd
-#define FMADD_f32 _mm256_fmadd_ps
-#define FMADD_f64 _mm256_fmadd_pd
-
-static inline __m256i tail_mask_f32(int64_t r)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-static inline __m256i tail_mask_f64(int64_t r)
-{
-    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3));
-}
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -181,19 +147,6 @@ static inline int thread_index(void)
         for (; p < k; p++) s += x[p * sx] * y[p * sy];                                        \
         return s;                                                                             \
     }                                                                                         \
-    /* C += a * y over n contiguous elements (masked tail). */                                \
-    static void axpy_row_##S(int64_t n, T a, const T *y, T *c)                                \
-    {                                                                                         \
-        const VEC_##S va = SET1_##S(a);                                                       \
-        int64_t j = 0;                                                                        \
-        for (; j + LANES_##S <= n; j += LANES_##S)                                            \
-            STOREU_##S(c + j, FMADD_##S(va, LOADU_##S(y + j), LOADU_##S(c + j)));             \
-        if (j < n) {                                                                          \
-            const __m256i t = tail_mask_##S(n - j);                                           \
-            MASKSTORE_##S(c + j, t, FMADD_##S(va, MASKLOAD_##S(y + j, t),                     \
-                                              MASKLOAD_##S(c + j, t)));                       \
-        }                                                                                     \
-    }                                                                                         \
     /* Unpacked path, one row of C at a time: a sum of k scaled rows of B when B is not       \
        transposed and a row holds at least a vector, else n dot products over p. */           \
     static void gemm_unpacked_##S(bool trans_a, bool trans_b, int64_t m, int64_t n,           \
@@ -206,7 +159,7 @@ static inline int thread_index(void)
             if (rows_of_b) {                                                                  \
                 if (!accumulate)                                                              \
                     for (int64_t j = 0; j < n; j++) c[j] = 0;                                 \
-                for (int64_t p = 0; p < k; p++) axpy_row_##S(n, OPA(i, p), B + p * ldb, c);   \
+                for (int64_t p = 0; p < k; p++) axpy_##S(n, OPA(i, p), B + p * ldb, c);       \
                 continue;                                                                     \
             }                                                                                 \
             const T *a_row = trans_a ? A + i : A + i * lda;                                   \

@@ -4,8 +4,8 @@
    double, so the f32 dot is as accurate as the f64 one. max and min keep a running NaN mask
    and return NaN when any element is NaN. Tails use masked loads. */
 #include "kernels.h"
+#include "simd_avx2.h"
 
-#include <immintrin.h>
 #include <math.h>
 
 /* Four elements widened to double: a full load and a masked one (lanes below r). */
@@ -18,8 +18,7 @@ static inline __m256d load4_part_f32(const float *p, int64_t r)
 }
 static inline __m256d load4_part_f64(const double *p, int64_t r)
 {
-    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3));
-    return _mm256_maskload_pd(p, m);
+    return _mm256_maskload_pd(p, tail_mask_f64(r));
 }
 
 /* ((l0 + l1) + (l2 + l3)) of (a0 + a1) + (a2 + a3). */
@@ -65,36 +64,14 @@ BILO_SUM_DOT_(float, f32)
 BILO_SUM_DOT_(double, f64)
 
 /* max/min in the native width. Masked-off tail lanes hold x[0], which changes neither. */
-#define VEC_f32 __m256
-#define VEC_f64 __m256d
-#define LANES_f32 8
-#define LANES_f64 4
-#define LOADU_f32 _mm256_loadu_ps
-#define LOADU_f64 _mm256_loadu_pd
-#define SET1_f32 _mm256_set1_ps
-#define SET1_f64 _mm256_set1_pd
-#define MAX_f32 _mm256_max_ps
-#define MAX_f64 _mm256_max_pd
-#define MIN_f32 _mm256_min_ps
-#define MIN_f64 _mm256_min_pd
-#define OR_f32 _mm256_or_ps
-#define OR_f64 _mm256_or_pd
-#define CMP_f32 _mm256_cmp_ps
-#define CMP_f64 _mm256_cmp_pd
-#define MOVEMASK_f32 _mm256_movemask_ps
-#define MOVEMASK_f64 _mm256_movemask_pd
-#define STOREU_f32 _mm256_storeu_ps
-#define STOREU_f64 _mm256_storeu_pd
-
 static inline __m256 tail_fill_f32(const float *p, int64_t r, __m256 fill)
 {
-    const __m256i m =
-        _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i m = tail_mask_f32(r);
     return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
 }
 static inline __m256d tail_fill_f64(const double *p, int64_t r, __m256d fill)
 {
-    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3));
+    const __m256i m = tail_mask_f64(r);
     return _mm256_blendv_pd(fill, _mm256_maskload_pd(p, m), _mm256_castsi256_pd(m));
 }
 

@@ -14,49 +14,11 @@
    Tails (n not a multiple of the lane count) use masked loads and stores, so every element
    goes through the same vector code. */
 #include "kernels.h"
+#include "simd_avx2.h"
 
-#include <immintrin.h>
 #include <sleef.h>
 
-/* Vector vocabulary with a dtype suffix, so that each kernel below is written once. */
-#define VEC_f32 __m256
-#define VEC_f64 __m256d
-#define LANES_f32 8
-#define LANES_f64 4
-#define LOADU_f32 _mm256_loadu_ps
-#define LOADU_f64 _mm256_loadu_pd
-#define STOREU_f32 _mm256_storeu_ps
-#define STOREU_f64 _mm256_storeu_pd
-#define MASKLOAD_f32 _mm256_maskload_ps
-#define MASKLOAD_f64 _mm256_maskload_pd
-#define MASKSTORE_f32 _mm256_maskstore_ps
-#define MASKSTORE_f64 _mm256_maskstore_pd
-#define SET1_f32 _mm256_set1_ps
-#define SET1_f64 _mm256_set1_pd
-#define ADD_f32 _mm256_add_ps
-#define ADD_f64 _mm256_add_pd
-#define SUB_f32 _mm256_sub_ps
-#define SUB_f64 _mm256_sub_pd
-#define MUL_f32 _mm256_mul_ps
-#define MUL_f64 _mm256_mul_pd
-#define DIV_f32 _mm256_div_ps
-#define DIV_f64 _mm256_div_pd
-#define MAX_f32 _mm256_max_ps
-#define MAX_f64 _mm256_max_pd
-#define AND_f32 _mm256_and_ps
-#define AND_f64 _mm256_and_pd
-#define OR_f32 _mm256_or_ps
-#define OR_f64 _mm256_or_pd
-#define ANDNOT_f32 _mm256_andnot_ps
-#define ANDNOT_f64 _mm256_andnot_pd
-#define XOR_f32 _mm256_xor_ps
-#define XOR_f64 _mm256_xor_pd
-#define SQRT_f32 _mm256_sqrt_ps
-#define SQRT_f64 _mm256_sqrt_pd
-#define CMP_f32 _mm256_cmp_ps
-#define CMP_f64 _mm256_cmp_pd
-#define BLENDV_f32 _mm256_blendv_ps
-#define BLENDV_f64 _mm256_blendv_pd
+/* SLEEF functions with the accuracy chosen above, in the dtype-suffixed vocabulary. */
 #define EXP_f32 Sleef_expf8_u10avx2
 #define EXP_f64 Sleef_expd4_u10avx2
 #define LOG_f32 Sleef_logf8_u10avx2
@@ -73,16 +35,6 @@
 #define TANH_f64 Sleef_tanhd4_u10avx2
 #define POW_f32 Sleef_powf8_u10avx2
 #define POW_f64 Sleef_powd4_u10avx2
-
-/* Lanes below r are on. */
-static inline __m256i tail_mask_f32(int64_t r)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-static inline __m256i tail_mask_f64(int64_t r)
-{
-    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3));
-}
 
 /* Per-vector element functions v_NAME_S(x, p); p is the kernel's scalar broadcast. */
 #define VOP_(S, NAME) static inline VEC_##S v_##NAME##_##S(VEC_##S x, VEC_##S p)
