@@ -2,6 +2,7 @@
    updates (fill_, copy_, axpy_, scale_). The kernels do the arithmetic on contiguous runs;
    this file turns shapes into such runs and splits them over threads. */
 #include "kernels.h"
+#include "parallel.h"
 #include "tensor_impl.h"
 
 #include <math.h>
@@ -54,9 +55,9 @@ static void run_unary(bilo_unary_kernel id, bilo_dtype dtype, const void *x, voi
     const bilo_kernels *k = bilo__kernels();
     int64_t chunks = chunk_count(n);
     int nt = bilo__threads_for(n);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t c = 0; c < chunks; c++)
+    BILO__PARALLEL_FOR(nt, c, chunks, {
         unary_range(k, id, dtype, x, y, c * CHUNK, min64(CHUNK, n - c * CHUNK), p);
+    });
 }
 
 static bilo_tensor *unary_op(const char *name, bilo_op_id op, bilo_unary_kernel kernel,
@@ -364,8 +365,9 @@ static bilo_tensor *broadcast_apply(const char *name, int kernel, bilo_tensor *c
     plan_init(&plan, kernel, in, nops, nd, shape, out);
     int64_t n = out->numel, chunks = chunk_count(n);
     int nt = bilo__threads_for(n);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t c = 0; c < chunks; c++) run_range(&plan, c * CHUNK, min64((c + 1) * CHUNK, n));
+    BILO__PARALLEL_FOR(nt, c, chunks, {
+        run_range(&plan, c * CHUNK, min64((c + 1) * CHUNK, n));
+    });
     return out;
 }
 
@@ -451,14 +453,7 @@ BILO_API bilo_tensor *bilo_where(bilo_tensor *mask, bilo_tensor *a, bilo_tensor 
 BILO_API int bilo_fill_(bilo_tensor *t, double value)
 {
     if (!t) return BILO_ENULL;
-    void *p = bilo__ptr(t);
-    for (int64_t i = 0; i < t->numel; i++) {
-        switch (t->dtype) {
-        case BILO_F32: ((float *)p)[i] = (float)value; break;
-        case BILO_F64: ((double *)p)[i] = value; break;
-        case BILO_I64: ((int64_t *)p)[i] = (int64_t)value; break;
-        }
-    }
+    bilo__fill(t, value);
     bump_version(t);
     return 0;
 }
@@ -515,8 +510,7 @@ BILO_API int bilo_axpy_(bilo_tensor *y, double alpha, bilo_tensor *x)
     const bilo_kernels *k = bilo__kernels();
     int64_t n = y->numel, chunks = chunk_count(n);
     int nt = bilo__threads_for(n);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t c = 0; c < chunks; c++) {
+    BILO__PARALLEL_FOR(nt, c, chunks, {
         int64_t lo = c * CHUNK, len = min64(CHUNK, n - lo);
         if (y->dtype == BILO_F32)
             k->axpy_f32(len, (float)alpha, (const float *)bilo__ptr(x) + lo,
@@ -524,7 +518,7 @@ BILO_API int bilo_axpy_(bilo_tensor *y, double alpha, bilo_tensor *x)
         else
             k->axpy_f64(len, alpha, (const double *)bilo__ptr(x) + lo,
                         (double *)bilo__ptr(y) + lo);
-    }
+    });
     bump_version(y);
     return 0;
 }

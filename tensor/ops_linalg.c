@@ -1,6 +1,7 @@
 /* Matrix products on the gemm kernel. Transposition is a flag passed to gemm with the
    stored leading dimension, never a copy; batched forms call gemm once per batch entry. */
 #include "kernels.h"
+#include "parallel.h"
 #include "tensor_impl.h"
 
 #include <string.h>
@@ -44,11 +45,11 @@ static void batched_gemm(bilo_dtype dt, bool ta, bool tb, const gemm_operand *a,
     int64_t m = a->rows, n = b->cols, kk = a->cols;
     int inner_threads = bilo__threads_for(m * n * kk);
     int nt = inner_threads > 1 ? 1 : bilo__threads_for(batch * m * n * kk);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < batch; i++)
+    BILO__PARALLEL_FOR(nt, i, batch, {
         gemm(k, dt, ta, tb, a, b, (const char *)pa + (size_t)(i * a->batch_stride) * es,
              (const char *)pb + (size_t)(i * b->batch_stride) * es,
              (char *)pc + (size_t)(i * m * n) * es, inner_threads);
+    });
 }
 
 static bilo_tensor *matmul_impl(const char *name, bilo_tensor *a, bilo_tensor *b, bool ta,

@@ -6,6 +6,7 @@
    Sums combine fixed BLOCK-element kernel sums in block order in double, and work is split
    over outputs and blocks only, so every result is bit-identical at any thread count. */
 #include "kernels.h"
+#include "parallel.h"
 #include "tensor_impl.h"
 
 #include <math.h>
@@ -140,20 +141,19 @@ static bool sum_runs(const char *op, bilo_dtype dt, const void *x, const void *y
     const bilo_kernels *k = bilo__kernels();
     int nt = bilo__threads_for(runs * r);
     if (r <= BLOCK) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t o = 0; o < runs; o++)
+        BILO__PARALLEL_FOR(nt, o, runs, {
             store(dt, out, o, sum_finish(kind, piece_sum(k, dt, x, y, o * r, r), r));
+        });
         return true;
     }
     int64_t nb = (r + BLOCK - 1) / BLOCK;
     size_t bytes = (size_t)(runs * nb) * sizeof(double);
     double *part = bilo__alloc(bytes);
     if (!part) return bilo__fail(BILO_ENOMEM, "%s: out of memory for %zu bytes", op, bytes), false;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < runs * nb; i++) {
+    BILO__PARALLEL_FOR(nt, i, runs * nb, {
         int64_t o = i / nb, lo = (i % nb) * BLOCK;
         part[i] = piece_sum(k, dt, x, y, o * r + lo, min64(BLOCK, r - lo));
-    }
+    });
     for (int64_t o = 0; o < runs; o++) {
         double s = 0.0;
         for (int64_t b = 0; b < nb; b++) s += part[o * nb + b];
@@ -170,8 +170,7 @@ static void sum_cols(bilo_dtype dt, const void *x, const reduce_geom *g, sum_kin
     const bilo_kernels *k = bilo__kernels();
     int64_t nc = col_blocks(g), items = g->outer * nc;
     int nt = bilo__threads_for(g->outer * g->r * g->inner);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t it = 0; it < items; it++) {
+    BILO__PARALLEL_FOR(nt, it, items, {
         _Alignas(64) double squares[COLS];
         int64_t o = it / nc, c0 = (it % nc) * COLS, w = min64(COLS, g->inner - c0);
         void *acc = elem(dt, out, o * g->inner + c0);
@@ -186,7 +185,7 @@ static void sum_cols(bilo_dtype dt, const void *x, const reduce_geom *g, sum_kin
         }
         if (kind == SUM_MEAN) k_unary(k, dt, BILO_KU_MUL_SCALAR, acc, acc, w, 1.0 / (double)g->r);
         if (kind == SUM_NORM) k_unary(k, dt, BILO_KU_SQRT, acc, acc, w, 0);
-    }
+    });
 }
 
 static bilo_tensor *sum_op(const char *name, bilo_op_id op, sum_kind kind, bilo_tensor *x,
@@ -288,8 +287,7 @@ static bilo_tensor *extreme_op(const char *name, bilo_op_id op, bool is_max, bil
     void *po = bilo__ptr(out);
     int64_t nc = col_blocks(&g), items = g.outer * nc;
     int nt = bilo__threads_for(x->numel);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t it = 0; it < items; it++) {
+    BILO__PARALLEL_FOR(nt, it, items, {
         int64_t o = it / nc, c0 = (it % nc) * COLS;
         const void *base = elem(dt, px, o * g.r * g.inner + c0);
         if (g.inner == 1)
@@ -297,7 +295,7 @@ static bilo_tensor *extreme_op(const char *name, bilo_op_id op, bool is_max, bil
         else
             col_extreme(k, dt, is_max, base, g.r, g.inner, min64(COLS, g.inner - c0),
                         elem(dt, po, o * g.inner + c0));
-    }
+    });
     bilo_op_attrs attrs = {.axis = g.axis, .keepdim = keepdim};
     return bilo__record(op, out, &x, 1, &attrs);
 }
@@ -347,8 +345,7 @@ BILO_API bilo_tensor *bilo_argmax(bilo_tensor *x, int axis, bool keepdim)
     int64_t *po = bilo__ptr(out);
     int64_t nc = col_blocks(&g), items = g.outer * nc;
     int nt = bilo__threads_for(x->numel);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t it = 0; it < items; it++) {
+    BILO__PARALLEL_FOR(nt, it, items, {
         int64_t o = it / nc, c0 = (it % nc) * COLS, w = min64(COLS, g.inner - c0);
         int64_t from = o * g.r * g.inner + c0;
         if (x->dtype == BILO_F32)
@@ -357,7 +354,7 @@ BILO_API bilo_tensor *bilo_argmax(bilo_tensor *x, int axis, bool keepdim)
         else
             argmax_double((const double *)bilo__ptr(x) + from, g.r, g.inner, w,
                           po + o * g.inner + c0);
-    }
+    });
     bilo_op_attrs attrs = {.axis = g.axis, .keepdim = keepdim};
     return bilo__record(BILO_OP_ARGMAX, out, &x, 1, &attrs);
 }
@@ -455,15 +452,14 @@ static bilo_tensor *exp_op(const char *name, bilo_op_id op, exp_kind kind, bilo_
     for (int64_t i = 0; g.r == 0 && reduce && i < out->numel; i++) store(dt, po, i, -INFINITY);
     int64_t nc = col_blocks(&g), items = g.r ? g.outer * nc : 0;
     int nt = bilo__threads_for(x->numel);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t it = 0; it < items; it++) {
+    BILO__PARALLEL_FOR(nt, it, items, {
         int64_t o = it / nc, c0 = (it % nc) * COLS, from = o * g.r * g.inner + c0;
         void *y = elem(dt, po, reduce ? o * g.inner + c0 : from);
         if (g.inner == 1)
             exp_run(k, dt, kind, elem(dt, px, from), g.r, y);
         else
             exp_cols(k, dt, kind, elem(dt, px, from), g.r, g.inner, min64(COLS, g.inner - c0), y);
-    }
+    });
     bilo_op_attrs attrs = {.axis = g.axis, .keepdim = keepdim};
     return bilo__record(op, out, &x, 1, &attrs);
 }

@@ -2,6 +2,7 @@
    are copies through one strided-copy engine; index_select/index_add, gather/scatter_add and
    one_hot walk index tensors; sum_to reduces in a fixed order; cast converts dtypes.
    Copies move elements as raw 4- or 8-byte units, so f32, f64 and i64 share one path. */
+#include "parallel.h"
 #include "tensor_impl.h"
 
 #include <stdio.h>
@@ -109,8 +110,7 @@ static void for_each_run(const strided_plan *p, bool parallel, run_fn fn, void *
     int64_t nchunks = (p->numel + COPY_CHUNK - 1) / COPY_CHUNK;
     int nt = parallel ? bilo__threads_for(p->numel) : 1;
     int last = p->ndim - 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t c = 0; c < nchunks; c++) {
+    BILO__PARALLEL_FOR(nt, c, nchunks, {
         int64_t pos = c * COPY_CHUNK, end = min64(p->numel, pos + COPY_CHUNK);
         walker w;
         walker_start(&w, p, pos);
@@ -120,7 +120,7 @@ static void for_each_run(const strided_plan *p, bool parallel, run_fn fn, void *
             walker_advance(&w, run);
             pos += run;
         }
-    }
+    });
 }
 
 /* Expand BODY(SIZE) for the element size of the data at hand (4 or 8 bytes); memcpy of a
@@ -569,9 +569,9 @@ BILO_API bilo_tensor *bilo_index_select(bilo_tensor *x, int axis, bilo_tensor *i
     char *dst = bilo__ptr(out);
     const char *src = bilo__ptr(x);
     int nt = bilo__threads_for(out->numel);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < rows; r++)
+    BILO__PARALLEL_FOR(nt, r, rows, {
         memcpy(dst + (size_t)r * row, src + (size_t)((r / k) * len + idx[r % k]) * row, row);
+    });
     bilo_op_attrs attrs = {.axis = ax};
     bilo_tensor *in[2] = {x, index};
     return bilo__record(BILO_OP_INDEX_SELECT, out, in, 2, &attrs);
@@ -586,18 +586,17 @@ static void add_rows(bilo_tensor *out, int axis, const int64_t *idx, const bilo_
     outer_inner(out, axis, &outer, &inner);
     int64_t col_tiles = (inner + ADD_TILE - 1) / ADD_TILE, tiles = k ? outer * col_tiles : 0;
     int nt = bilo__threads_for(src->numel);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t t = 0; t < tiles; t++) {
-        int64_t o = t / col_tiles, c0 = t % col_tiles * ADD_TILE, n = min64(ADD_TILE, inner - c0);
 #define ADD_ROWS(T)                                                            \
     for (int64_t i = 0; i < k; i++) {                                          \
         T *y = (T *)bilo__ptr(out) + (o * len + idx[i]) * inner + c0;          \
         const T *x = (const T *)bilo__ptr(src) + (o * k + i) * inner + c0;     \
         for (int64_t c = 0; c < n; c++) y[c] += x[c];                          \
     }
+    BILO__PARALLEL_FOR(nt, t, tiles, {
+        int64_t o = t / col_tiles, c0 = t % col_tiles * ADD_TILE, n = min64(ADD_TILE, inner - c0);
         BY_FLOAT_TYPE(out->dtype, ADD_ROWS);
+    });
 #undef ADD_ROWS
-    }
 }
 
 BILO_API bilo_tensor *bilo_index_add(bilo_tensor *base, int axis, bilo_tensor *index,
@@ -835,9 +834,9 @@ static void sum_into(bilo_tensor *out, const bilo_tensor *x)
     strided_plan reduced = plan_make(nr, rshape, rstride, unused);
     int64_t tiles = (out->numel + SUM_TILE - 1) / SUM_TILE;
     int nt = bilo__threads_for(x->numel);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t t = 0; t < tiles; t++)
+    BILO__PARALLEL_FOR(nt, t, tiles, {
         sum_tile(out, x, &kept, &reduced, t * SUM_TILE, min64(SUM_TILE, out->numel - t * SUM_TILE));
+    });
 }
 
 BILO_API bilo_tensor *bilo_sum_to(bilo_tensor *x, int ndim, const int64_t *shape)
@@ -920,9 +919,9 @@ BILO_API bilo_tensor *bilo_cast(bilo_tensor *x, bilo_dtype dtype)
     if (!out) return NULL;
     int64_t n = x->numel, chunks = (n + COPY_CHUNK - 1) / COPY_CHUNK;
     int nt = bilo__threads_for(n);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t c = 0; c < chunks; c++)
+    BILO__PARALLEL_FOR(nt, c, chunks, {
         convert_range(out, x, c * COPY_CHUNK, min64(n, (c + 1) * COPY_CHUNK));
+    });
     bilo_op_attrs attrs = {0};
     return bilo__record(BILO_OP_CAST, out, &x, 1, &attrs);
 }

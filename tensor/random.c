@@ -6,6 +6,7 @@
    (low, high of seed). Each block yields two 64-bit words, i.e. two values; element i of a
    fill takes lane i % 2 of block i / 2, so any thread split produces the same numbers, and
    the counter then advances by the number of blocks used. */
+#include "parallel.h"
 #include "tensor_impl.h"
 
 #include <math.h>
@@ -117,8 +118,7 @@ static bilo_tensor *random_tensor(const char *op, bilo_dtype dtype, int ndim,
     int64_t n = out->numel, blocks = (n + 1) / 2;
     int64_t items = (blocks + FILL_BLOCKS - 1) / FILL_BLOCKS;
     int nt = bilo__threads_for(n);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t it = 0; it < items; it++) {
+    BILO__PARALLEL_FOR(nt, it, items, {
         int64_t end = (it + 1) * FILL_BLOCKS < blocks ? (it + 1) * FILL_BLOCKS : blocks;
         for (int64_t b = it * FILL_BLOCKS; b < end; b++) {
             double v[2];
@@ -126,7 +126,7 @@ static bilo_tensor *random_tensor(const char *op, bilo_dtype dtype, int ndim,
             store(out, 2 * b, v[0], kind);
             if (2 * b + 1 < n) store(out, 2 * b + 1, v[1], kind);
         }
-    }
+    });
     rng->counter += (uint64_t)blocks;
     return out;
 }
