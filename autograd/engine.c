@@ -308,22 +308,6 @@ static grad_slot *slot_get(walk_state *w, const void *key)
     return s;
 }
 
-static bool reserve(void **buf, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return true;
-    size_t ncap = *cap ? *cap : 64;
-    while (ncap < need) ncap *= 2;
-    void *grown = bilo__alloc(ncap * elem);
-    if (!grown) return false;
-    if (*cap) {
-        memcpy(grown, *buf, *cap * elem);
-        bilo__free(*buf, *cap * elem);
-    }
-    *buf = grown;
-    *cap = ncap;
-    return true;
-}
-
 static void walk_free(walk_state *w)
 {
     for (size_t i = 0; i < w->cap; i++) bilo_release(w->slots[i].grad);
@@ -372,7 +356,7 @@ static int collect_from(walk_state *w, bilo_node *root, const char *fn)
     if (s->state != UNSEEN) return 0;
     s->state = ON_STACK;
     size_t depth = 0;
-    if (!reserve((void **)&w->stack, &w->cap_stack, 1, sizeof *w->stack)) return out_of_memory(fn);
+    if (!bilo__reserve((void **)&w->stack, &w->cap_stack, 1, sizeof *w->stack)) return out_of_memory(fn);
     w->stack[depth++] = (dfs_frame){root, 0};
     while (depth) {
         dfs_frame *top = &w->stack[depth - 1];
@@ -383,12 +367,12 @@ static int collect_from(walk_state *w, bilo_node *root, const char *fn)
             if (!s) return out_of_memory(fn);
             if (s->state != UNSEEN) continue;
             s->state = ON_STACK;
-            if (!reserve((void **)&w->stack, &w->cap_stack, depth + 1, sizeof *w->stack))
+            if (!bilo__reserve((void **)&w->stack, &w->cap_stack, depth + 1, sizeof *w->stack))
                 return out_of_memory(fn);
             w->stack[depth++] = (dfs_frame){child, 0};
             continue;
         }
-        if (!reserve((void **)&w->order, &w->cap_order, w->n_order + 1, sizeof *w->order))
+        if (!bilo__reserve((void **)&w->order, &w->cap_order, w->n_order + 1, sizeof *w->order))
             return out_of_memory(fn);
         finish_node(w, top->node);
         depth--;

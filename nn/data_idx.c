@@ -96,7 +96,7 @@ static uint8_t *read_data(idx_file *f, size_t *cap)
         int64_t want = total - done;
         if (want > READ_STEP && want > done) want = done > READ_STEP ? done : READ_STEP;
         /* + 1: the byte that must not exist after the declared data is read there too */
-        if (!bilo__data_reserve((void **)&data, cap, (size_t)(done + want) + 1, 1)) {
+        if (!bilo__reserve((void **)&data, cap, (size_t)(done + want) + 1, 1)) {
             bilo__fail(BILO_ENOMEM, "%s: %s: out of memory for %lld bytes", f->op, f->path,
                        (long long)(done + want));
             got = -1;

@@ -52,25 +52,6 @@ static inline int64_t bilo__data_read(const char *op, const char *path, gzFile f
 
 /* Make room for at least `need` elements of `elem` bytes in *array (capacity *cap elements,
    grown by doubling). false when out of memory. */
-static inline bool bilo__data_reserve(void **array, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return true;
-    size_t bigger_cap = *cap ? *cap : 64;
-    while (bigger_cap < need) {
-        if (bigger_cap > SIZE_MAX / 2 / elem) return false;
-        bigger_cap *= 2;
-    }
-    void *bigger = bilo__alloc(bigger_cap * elem);
-    if (!bigger) return false;
-    if (*array) {
-        memcpy(bigger, *array, *cap * elem);
-        bilo__free(*array, *cap * elem);
-    }
-    *array = bigger;
-    *cap = bigger_cap;
-    return true;
-}
-
 static inline void bilo__data_release(void *array, size_t cap, size_t elem)
 {
     if (array) bilo__free(array, cap * elem);

@@ -47,7 +47,7 @@ typedef struct {
 static int reader_open(line_reader *r, const char *op, const char *path)
 {
     *r = (line_reader){.op = op, .path = path};
-    if (!bilo__data_reserve((void **)&r->buf, &r->cap, READ_CHUNK + 1, 1))
+    if (!bilo__reserve((void **)&r->buf, &r->cap, READ_CHUNK + 1, 1))
         return bilo__fail_code(BILO_ENOMEM, "%s: out of memory", op);
     r->file = bilo__data_open(op, path);
     if (r->file) return 0;
@@ -99,7 +99,7 @@ static int next_line(line_reader *r, char **line, size_t *len)
         r->offset += (int64_t)r->pos;
         r->end -= r->pos;
         r->pos = 0;
-        if (!bilo__data_reserve((void **)&r->buf, &r->cap, r->end + READ_CHUNK + 1, 1))
+        if (!bilo__reserve((void **)&r->buf, &r->cap, r->end + READ_CHUNK + 1, 1))
             return bilo__fail_code(BILO_ENOMEM, "%s: %s: line %lld: out of memory", r->op,
                                    r->path, (long long)r->lineno + 1);
         size_t want = r->cap - r->end - 1; /* one byte stays free for the terminating NUL */
@@ -376,9 +376,9 @@ static int parse_libsvm_line(const line_reader *r, const bilo_libsvm_opts *o, sp
     double label = 0;
     int rc = parse_label(r, o, tok, tlen, &label);
     if (rc < 0) return rc;
-    if (!bilo__data_reserve((void **)&s->labels, &s->labels_cap, (size_t)s->rows + 1,
+    if (!bilo__reserve((void **)&s->labels, &s->labels_cap, (size_t)s->rows + 1,
                             sizeof *s->labels) ||
-        !bilo__data_reserve((void **)&s->indptr, &s->indptr_cap, (size_t)s->rows + 2,
+        !bilo__reserve((void **)&s->indptr, &s->indptr_cap, (size_t)s->rows + 2,
                             sizeof *s->indptr))
         return out_of_memory(r);
     bool first = true;
@@ -390,9 +390,9 @@ static int parse_libsvm_line(const line_reader *r, const bilo_libsvm_opts *o, sp
         double value = 0;
         rc = parse_feature(r, o, tok, tlen, previous, &column, &value);
         if (rc < 0) return rc;
-        if (!bilo__data_reserve((void **)&s->cols, &s->cols_cap, (size_t)s->nnz + 1,
+        if (!bilo__reserve((void **)&s->cols, &s->cols_cap, (size_t)s->nnz + 1,
                                 sizeof *s->cols) ||
-            !bilo__data_reserve((void **)&s->vals, &s->vals_cap, (size_t)s->nnz + 1,
+            !bilo__reserve((void **)&s->vals, &s->vals_cap, (size_t)s->nnz + 1,
                                 sizeof *s->vals))
             return out_of_memory(r);
         s->cols[s->nnz] = column;
@@ -409,7 +409,7 @@ static int parse_libsvm(const char *op, const char *path, const bilo_libsvm_opts
                         sparse_rows *s)
 {
     *s = (sparse_rows){0};
-    if (!bilo__data_reserve((void **)&s->indptr, &s->indptr_cap, 1, sizeof *s->indptr))
+    if (!bilo__reserve((void **)&s->indptr, &s->indptr_cap, 1, sizeof *s->indptr))
         return bilo__fail_code(BILO_ENOMEM, "%s: out of memory", op);
     s->indptr[0] = 0;
     line_reader r;
@@ -561,7 +561,7 @@ static int parse_csv_field(const line_reader *r, csv_table *t, const char *field
         v = NAN;
     else if (!parse_double(field, len, &v))
         return line_error(r, column, "'%.*s' is not a number", shown(len), field);
-    if (!bilo__data_reserve((void **)&t->vals, &t->cap, (size_t)t->count + 1, sizeof *t->vals))
+    if (!bilo__reserve((void **)&t->vals, &t->cap, (size_t)t->count + 1, sizeof *t->vals))
         return out_of_memory(r);
     t->vals[t->count++] = v;
     return 0;

@@ -100,6 +100,25 @@ void bilo__free(void *ptr, size_t nbytes)
     pthread_mutex_unlock(&heap.lock);
 }
 
+bool bilo__reserve(void **array, size_t *capacity, size_t need, size_t elem)
+{
+    if (need <= *capacity) return true;
+    size_t bigger_capacity = *capacity ? *capacity : 64;
+    while (bigger_capacity < need) {
+        if (bigger_capacity > SIZE_MAX / 2 / elem) return false;
+        bigger_capacity *= 2;
+    }
+    void *bigger = bilo__alloc(bigger_capacity * elem);
+    if (!bigger) return false;
+    if (*array) {
+        memcpy(bigger, *array, *capacity * elem);
+        bilo__free(*array, *capacity * elem);
+    }
+    *array = bigger;
+    *capacity = bigger_capacity;
+    return true;
+}
+
 static void trim_locked(void)
 {
     for (int c = 0; c < CLASS_COUNT; c++) {

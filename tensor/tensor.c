@@ -39,25 +39,12 @@ typedef struct {
 
 static _Thread_local scope_stack scopes;
 
-static bool grow(void **array, size_t *capacity, size_t elem)
-{
-    size_t new_capacity = *capacity ? *capacity * 2 : 64;
-    void *bigger = bilo__alloc(new_capacity * elem);
-    if (!bigger) return false;
-    if (*array) {
-        memcpy(bigger, *array, *capacity * elem);
-        bilo__free(*array, *capacity * elem);
-    }
-    *array = bigger;
-    *capacity = new_capacity;
-    return true;
-}
-
 bilo_tensor *bilo__scope_adopt(bilo_tensor *t)
 {
     if (!t || scopes.depth == 0) return t;
     if (scopes.count == scopes.capacity &&
-        !grow((void **)&scopes.items, &scopes.capacity, sizeof *scopes.items)) {
+        !bilo__reserve((void **)&scopes.items, &scopes.capacity, scopes.count + 1,
+                       sizeof *scopes.items)) {
         bilo_release(t);
         return bilo__fail(BILO_ENOMEM, "bilo_scope: out of memory growing the scope");
     }
@@ -68,7 +55,8 @@ bilo_tensor *bilo__scope_adopt(bilo_tensor *t)
 BILO_API void bilo_scope_begin(void)
 {
     if (scopes.depth == scopes.mark_capacity &&
-        !grow((void **)&scopes.marks, &scopes.mark_capacity, sizeof *scopes.marks)) {
+        !bilo__reserve((void **)&scopes.marks, &scopes.mark_capacity, scopes.depth + 1,
+                       sizeof *scopes.marks)) {
         /* Without room for a mark the new scope merges into the enclosing one: tensors are
            still released, only later. */
         bilo__fail(BILO_ENOMEM, "bilo_scope_begin: out of memory");
@@ -281,7 +269,7 @@ bool bilo__broadcast_shape(const char *op, int na, const int64_t *sa, int nb, co
 }
 
 /* ---- creation ---- */
-static void fill_value(bilo_tensor *t, double value)
+void bilo__fill(bilo_tensor *t, double value)
 {
     void *p = bilo__ptr(t);
     for (int64_t i = 0; i < t->numel; i++) {
@@ -301,7 +289,7 @@ BILO_API bilo_tensor *bilo_empty(bilo_dtype dtype, int ndim, const int64_t *shap
 BILO_API bilo_tensor *bilo_full(bilo_dtype dtype, int ndim, const int64_t *shape, double value)
 {
     bilo_tensor *t = bilo__new("bilo_full", dtype, ndim, shape);
-    if (t) fill_value(t, value);
+    if (t) bilo__fill(t, value);
     return t;
 }
 
@@ -339,7 +327,7 @@ BILO_API bilo_tensor *bilo_from_data(bilo_dtype dtype, int ndim, const int64_t *
 BILO_API bilo_tensor *bilo_scalar(bilo_dtype dtype, double value)
 {
     bilo_tensor *t = bilo__new("bilo_scalar", dtype, 0, NULL);
-    if (t) fill_value(t, value);
+    if (t) bilo__fill(t, value);
     return t;
 }
 

@@ -42,6 +42,9 @@ const char *bilo__shape_str(char *buf, int ndim, const int64_t *shape);
 /* 64-byte aligned blocks from the caching allocator; NULL (no error set) when out of memory. */
 void *bilo__alloc(size_t nbytes);
 void bilo__free(void *ptr, size_t nbytes);
+/* Grow an array of elem-sized items (from bilo__alloc) to hold at least `need`, doubling;
+   false (array unchanged) when out of memory. */
+bool bilo__reserve(void **array, size_t *capacity, size_t need, size_t elem);
 
 /* ---- tensors (tensor.c) ---- */
 /* New tensor with fresh uninitialised storage; sets ENOMEM/EOVERFLOW errors naming `op`. */
@@ -50,6 +53,8 @@ bilo_tensor *bilo__new(const char *op, bilo_dtype dtype, int ndim, const int64_t
 bilo_tensor *bilo__alias(bilo_tensor *x, int ndim, const int64_t *shape);
 /* Register a freshly created tensor (refcount 1) with the innermost scope, if any. */
 bilo_tensor *bilo__scope_adopt(bilo_tensor *t);
+/* Set every element of t to value (converted to t's dtype). */
+void bilo__fill(bilo_tensor *t, double value);
 static inline void *bilo__ptr(const bilo_tensor *t) { return t->storage->data; }
 /* Validation helpers: set a message naming op and return false. */
 bool bilo__check_float(const char *op, const bilo_tensor *t);
