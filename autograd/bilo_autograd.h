@@ -15,7 +15,9 @@ extern "C" {
 #endif
 
 enum {
-    BILO_CREATE_GRAPH = 1u << 0, /* record the backward so its result can be differentiated */
+    /* record the backward so its result can be differentiated; implies BILO_RETAIN_GRAPH,
+       since differentiating the result walks the forward graph again */
+    BILO_CREATE_GRAPH = 1u << 0,
     BILO_RETAIN_GRAPH = 1u << 1, /* keep saved tensors for another backward through the graph */
     BILO_ALLOW_UNUSED = 1u << 2, /* NULL gradient for inputs the outputs do not depend on */
 };
@@ -30,7 +32,8 @@ BILO_API const char *bilo_grad_fn_name(const bilo_tensor *t);
 /* Tensor sharing t's data, cut from the graph. */
 BILO_API bilo_tensor *bilo_detach(bilo_tensor *t);
 
-/* Grad mode is per thread. set returns the previous value. */
+/* Grad mode is per thread. set returns the previous value; enabling it closes every open
+   no-grad region of the thread. */
 BILO_API bool bilo_grad_enabled(void);
 BILO_API bool bilo_set_grad_enabled(bool enabled);
 BILO_API void bilo_no_grad_begin(void);
@@ -39,11 +42,15 @@ BILO_API void bilo_no_grad_end(void);
 /* Gradients of sum_i <cotangents[i], outputs[i]> with respect to inputs[0..n_in).
    cotangents may be NULL (or hold NULLs) for one-element outputs, which default to 1.
    grads[j] receives a new tensor (owned like any op result), or NULL for an unused input
-   when BILO_ALLOW_UNUSED is set. Returns 0 or a negative code. */
+   when BILO_ALLOW_UNUSED is set. Two results may share storage (an input listed twice,
+   both operands of an add): copy one before writing into it in place. Returns 0 or a
+   negative code. */
 BILO_API int bilo_grad(bilo_tensor *const *outputs, int n_out, bilo_tensor *const *cotangents,
                        bilo_tensor *const *inputs, int n_in, bilo_tensor **grads,
                        unsigned flags);
-/* Accumulate d loss / d leaf into the .grad of every leaf that requires grad. */
+/* Accumulate d loss / d leaf into the .grad of every leaf that requires grad. With
+   BILO_CREATE_GRAPH the .grad refers back to its leaf through the graph: call
+   bilo_zero_grad before releasing such a leaf. */
 BILO_API int bilo_backward(bilo_tensor *loss, unsigned flags);
 /* The accumulated gradient of a leaf (borrowed; NULL before any backward). */
 BILO_API bilo_tensor *bilo_grad_of(bilo_tensor *leaf);

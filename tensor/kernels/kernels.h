@@ -33,6 +33,7 @@ typedef enum {
     BILO_KB_COUNT
 } bilo_binary_kernel;
 
+/* Unary, binary, where and axpy kernels may run in place: y may equal x (or a, or b). */
 typedef void (*bilo_unary_f32)(const float *x, float *y, int64_t n, double p);
 typedef void (*bilo_unary_f64)(const double *x, double *y, int64_t n, double p);
 typedef void (*bilo_binary_f32)(const float *a, int64_t sa, const float *b, int64_t sb, float *y,
