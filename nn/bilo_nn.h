@@ -198,6 +198,181 @@ BILO_API int bilo_batcher_next(bilo_batcher *b, bilo_batch *batch);
 BILO_API int64_t bilo_batcher_num_batches(const bilo_batcher *b); /* per epoch */
 BILO_API void bilo_batcher_free(bilo_batcher *b);
 
+/* ---- layers, activations, losses, metrics, initializers ---- */
+/*
+ * Every function here is composed of public tensor ops, so gradients (and gradients of
+ * gradients, for hypergradients) come from autograd with no rule of their own. A NULL tensor
+ * argument makes a function return NULL (or a negative code, or NaN) without a new error.
+ */
+
+/* x·W + b for x [n, in] (or [batch, n, in]), W [in, out] (so no transpose is needed and
+   the initializers below read fan_in from the first axis), b [out] or NULL. */
+BILO_API bilo_tensor *bilo_nn_linear(bilo_tensor *x, bilo_tensor *W, bilo_tensor *b);
+
+/* Activations, elementwise. */
+BILO_API bilo_tensor *bilo_nn_leaky_relu(bilo_tensor *x, double negative_slope); /* x<0: s·x */
+BILO_API bilo_tensor *bilo_nn_elu(bilo_tensor *x, double alpha); /* x<0: alpha·(e^x - 1) */
+/* GELU in its tanh form, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): the exact form needs
+   erf, which is not a bilo op. */
+BILO_API bilo_tensor *bilo_nn_gelu_tanh(bilo_tensor *x);
+
+/* [n, d1, d2, ...] → [n, d1·d2·...], keeping the batch axis (a view). */
+BILO_API bilo_tensor *bilo_nn_flatten(bilo_tensor *x);
+
+/* Rows of weight [num_embeddings, dim] picked by BILO_I64 indices of any shape [...]:
+   result [..., dim]. An index outside [0, num_embeddings) is an error. */
+BILO_API bilo_tensor *bilo_nn_embedding(bilo_tensor *weight, bilo_tensor *indices);
+
+/* Inverted dropout: in training, each element is kept with probability 1 - p (a Bernoulli
+   mask drawn from rng, advancing it) and scaled by 1/(1 - p); otherwise (train false) a
+   copy of x and rng is untouched. p must lie in [0, 1). */
+BILO_API bilo_tensor *bilo_nn_dropout(bilo_tensor *x, double p, bool train, bilo_rng *rng);
+
+/* Losses: how per-element (per-sample for cross-entropy) losses are combined. */
+typedef enum {
+    BILO_REDUCE_MEAN = 0, /* default: 0-dimensional mean */
+    BILO_REDUCE_SUM,      /* 0-dimensional sum */
+    BILO_REDUCE_NONE,     /* unreduced, so a caller can weight samples before summing */
+} bilo_reduction;
+
+/* Softmax cross-entropy -log softmax(logits[i])[labels[i]] for logits [n, C] (f32/f64) and
+   BILO_I64 labels [n] in [0, C); NONE gives [n]. */
+BILO_API bilo_tensor *bilo_nn_cross_entropy(bilo_tensor *logits, bilo_tensor *labels,
+                                            bilo_reduction reduction);
+/* (pred - target)² for two tensors of the same shape; NONE gives that shape. */
+BILO_API bilo_tensor *bilo_nn_mse(bilo_tensor *pred, bilo_tensor *target,
+                                  bilo_reduction reduction);
+/* Binary cross-entropy of sigmoid(logits) against targets in [0, 1] (same shape), computed
+   as max(x, 0) - x·t + log(1 + e^-|x|), finite for any finite logit. */
+BILO_API bilo_tensor *bilo_nn_bce_with_logits(bilo_tensor *logits, bilo_tensor *targets,
+                                              bilo_reduction reduction);
+/* lambda/2 · Σ_i ‖tensors[i]‖² (0-dimensional), n >= 1 tensors of one dtype. */
+BILO_API bilo_tensor *bilo_nn_l2_penalty(bilo_tensor *const *tensors, int n, double lambda);
+
+/* Metrics (not differentiable). Fraction of rows of logits [n, C] whose argmax equals the
+   BILO_I64 label [n]; NaN and an error on bad input. */
+BILO_API double bilo_nn_accuracy(bilo_tensor *logits, bilo_tensor *labels);
+/* BILO_I64 [C, C]: entry [true label][predicted class] counts rows, C = logits' columns. */
+BILO_API bilo_tensor *bilo_nn_confusion_matrix(bilo_tensor *logits, bilo_tensor *labels);
+
+/* Initializers: overwrite an f32/f64 tensor in place (not recorded) from rng, return 0 or a
+   negative code. Fans: a 2-D tensor is [fan_in, fan_out] as bilo_nn_linear's W; a tensor
+   of 3 or more axes is [out, in, k...] with fan_in = in·Πk and fan_out = out·Πk; a 1-D
+   tensor has fan_in = fan_out = its length. */
+/* Glorot: uniform on ±gain·√(6/(fan_in + fan_out)), or normal with std gain·√(2/(fan_in +
+   fan_out)); gain 0 means 1. */
+BILO_API int bilo_nn_init_xavier_uniform(bilo_tensor *t, double gain, bilo_rng *rng);
+BILO_API int bilo_nn_init_xavier_normal(bilo_tensor *t, double gain, bilo_rng *rng);
+/* He, fan_in mode, for a (leaky) ReLU of the given negative slope (0: ReLU):
+   gain = √(2/(1 + slope²)); uniform on ±gain·√(3/fan_in), or normal with std
+   gain/√fan_in. */
+BILO_API int bilo_nn_init_kaiming_uniform(bilo_tensor *t, double negative_slope, bilo_rng *rng);
+BILO_API int bilo_nn_init_kaiming_normal(bilo_tensor *t, double negative_slope, bilo_rng *rng);
+
+
+/* ---- optimizers, schedules, models ---- */
+/*
+ * Optimizers update a list of n parameter tensors (f32 or f64) from gradients of the same
+ * shapes and dtypes. Two forms share one options struct:
+ *  - bilo_optim_step: in place, on a bilo_optim object that owns the state; records no graph
+ *    and, after its first call, allocates nothing.
+ *  - bilo_optim_step_diff: pure, built from public ops, so T unrolled steps can be
+ *    differentiated (through the state and through a learning rate given as a tensor).
+ * Updates follow PyTorch's torch.optim documentation (dampening is always 0):
+ *  SGD:   g ← g + wd·p;  b ← μ·b + g;  d = nesterov ? g + μ·b : b (d = g when μ = 0);  p ← p − lr·d
+ *  Adam:  g ← g + wd·p;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
+ *         p ← p − lr·(m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps)       (t: 1-based step)
+ *  AdamW: p ← p·(1 − lr·wd) first, then Adam without the L2 term.
+ */
+typedef enum { BILO_OPTIM_SGD = 0, BILO_OPTIM_ADAM, BILO_OPTIM_ADAMW } bilo_optim_kind;
+
+typedef struct {
+    bilo_optim_kind kind; /* BILO_OPTIM_SGD (default) */
+    double lr;            /* 1e-3 when 0 */
+    double momentum;      /* SGD: μ, 0 (default) for plain SGD */
+    bool nesterov;        /* SGD: Nesterov momentum (needs μ > 0) */
+    double weight_decay;  /* 0 (default); AdamW: 1e-2 when 0 (AdamW without decay is Adam) */
+    double beta1;         /* Adam/AdamW: 0.9 when 0 */
+    double beta2;         /* Adam/AdamW: 0.999 when 0 */
+    double eps;           /* Adam/AdamW: 1e-8 when 0 */
+} bilo_optim_opts;
+
+/* State tensors per parameter: 0 (SGD without momentum), 1 (SGD momentum buffer b) or
+   2 (Adam/AdamW: m then v). Negative for invalid options. */
+BILO_API int bilo_optim_state_per_param(const bilo_optim_opts *opts);
+
+typedef struct bilo_optim bilo_optim;
+
+/* Optimizer over params[0..n-1] (references kept); the state starts at zero. */
+BILO_API bilo_optim *bilo_optim_new(const bilo_optim_opts *opts, bilo_tensor *const *params,
+                                    int n);
+/* One in-place step with grads[0..n-1] (a NULL gradient leaves its parameter alone). */
+BILO_API int bilo_optim_step(bilo_optim *opt, bilo_tensor *const *grads);
+BILO_API double bilo_optim_get_lr(const bilo_optim *opt);
+BILO_API void bilo_optim_set_lr(bilo_optim *opt, double lr); /* e.g. from bilo_lr_at */
+BILO_API int64_t bilo_optim_steps_done(const bilo_optim *opt);
+/* State tensor k of parameter i, borrowed (NULL when out of range). */
+BILO_API bilo_tensor *bilo_optim_state(const bilo_optim *opt, int i, int k);
+BILO_API void bilo_optim_free(bilo_optim *opt);
+
+/* Differentiable step number t (1-based) of n parameters. state holds
+   n·bilo_optim_state_per_param tensors, parameter i's at state[i·S .. i·S+S-1]; NULL means
+   all zero (the first step). lr: a 0-d tensor of the params' dtype, or NULL for opts->lr.
+   new_params gets n and new_state n·S new tensors (graph nodes of the inputs). On error
+   every output is NULL. */
+BILO_API int bilo_optim_step_diff(const bilo_optim_opts *opts, int n, bilo_tensor *const *params,
+                                  bilo_tensor *const *grads, bilo_tensor *const *state,
+                                  bilo_tensor *lr, int64_t t, bilo_tensor **new_params,
+                                  bilo_tensor **new_state);
+
+/* Learning-rate schedules, as a function of the 0-based step. */
+typedef enum { BILO_LR_CONSTANT = 0, BILO_LR_STEP, BILO_LR_COSINE } bilo_lr_kind;
+
+typedef struct {
+    bilo_lr_kind kind;   /* BILO_LR_CONSTANT (default): lr */
+    double lr;           /* base rate, > 0 (required) */
+    int64_t step_size;   /* BILO_LR_STEP: lr·gamma^floor(step/step_size), step_size >= 1 */
+    double gamma;        /* BILO_LR_STEP: 0.1 when 0 */
+    int64_t total_steps; /* BILO_LR_COSINE: min_lr + (lr−min_lr)·(1+cos(π·min(step,T)/T))/2 */
+    double min_lr;       /* BILO_LR_COSINE: 0 (default) */
+} bilo_lr_schedule;
+
+/* NaN (and an error) for invalid settings or a negative step. */
+BILO_API double bilo_lr_at(const bilo_lr_schedule *s, int64_t step);
+
+/* Multi-layer perceptron widths[0] → widths[1] → ... → widths[L]: L linear layers y = x·W + b
+   (W [in, out], b [out]) with the activation between them, none after the last (logits). */
+typedef enum { BILO_MLP_RELU = 0, BILO_MLP_TANH, BILO_MLP_SIGMOID } bilo_mlp_act;
+
+typedef struct {
+    const int64_t *widths; /* num_widths >= 2 widths, each >= 1 */
+    int num_widths;
+    bilo_mlp_act act; /* BILO_MLP_RELU (default) */
+    bilo_dtype dtype; /* BILO_F32 (default) or BILO_F64 */
+} bilo_nn_mlp;
+
+/* Parameter tensors (2·L: W1, b1, W2, b2, ...), negative when the description is invalid. */
+BILO_API int bilo_nn_mlp_num_tensors(const bilo_nn_mlp *m);
+/* Scalars in all parameters, negative when the description is invalid. */
+BILO_API int64_t bilo_nn_mlp_num_params(const bilo_nn_mlp *m);
+/* New parameters into params[0 .. num_tensors-1]: W uniform in ±bound with Kaiming
+   (relu: sqrt(6/in)) or Xavier (tanh, gain 5/3; sigmoid, gain 1: gain·sqrt(6/(in+out)))
+   bounds, drawn in row-major order from rng; b zero. Owned like any new tensor. */
+BILO_API int bilo_nn_mlp_init(const bilo_nn_mlp *m, bilo_rng *rng, bilo_tensor **params);
+/* Logits [batch, widths[L]] of x [batch, widths[0]] with the given parameters. */
+BILO_API bilo_tensor *bilo_nn_mlp_forward(const bilo_nn_mlp *m, bilo_tensor *const *params,
+                                          bilo_tensor *x);
+
+/* Parameter files: "BILOPARM" magic, u32 version 1, u32 count, per tensor u32 dtype, u32 ndim,
+   i64 shape[ndim]; then the data of each tensor; then the u32 CRC-32 of all preceding bytes.
+   Little-endian throughout. Saving writes path.tmp.XXXXXX in the same directory, fsyncs it
+   and renames it over path, so a failed save leaves an existing file as it was. */
+BILO_API int bilo_save_params(const char *path, bilo_tensor *const *params, int n);
+/* Load into existing tensors, whose dtypes and shapes must match the file's; nothing is
+   written unless the whole file is valid. Errors (BILO_EIO, BILO_EFORMAT, BILO_ESHAPE) name
+   the file and the byte offset. */
+BILO_API int bilo_load_params(const char *path, bilo_tensor *const *params, int n);
+
 #ifdef __cplusplus
 }
 #endif
