@@ -303,6 +303,21 @@ static void sum_to_backward(const bilo_rule_ctx *c)
 }
 static void cast_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_cast(G, X0->dtype); }
 
+/* ---- convolution patches: im2col and col2im are each other's adjoint ------------------- */
+
+#define CONV_ARGS(a) (int)(a)[0], (int)(a)[1], (int)(a)[2], (int)(a)[3], (int)(a)[4], \
+                     (int)(a)[5], (int)(a)[6], (int)(a)[7]
+
+static void im2col_backward(const bilo_rule_ctx *c)
+{
+    const int64_t *image = X0->shape + 1; /* C, H, W */
+    c->gx[0] = bilo_col2im(G, image[0], image[1], image[2], CONV_ARGS(c->attrs->conv));
+}
+static void col2im_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_im2col(G, CONV_ARGS(c->attrs->conv));
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 #define IN(i) (UINT64_C(1) << (i))
@@ -373,6 +388,8 @@ static const bilo_op_rule rules[BILO_OP_COUNT] = {
     [BILO_OP_SUM_TO] = {"sum_to", sum_to_backward, IN(0), INPUTS},
     [BILO_OP_CLONE] = {"clone", identity_backward, IN(0), INPUTS},
     [BILO_OP_CAST] = {"cast", cast_backward, IN(0), INPUTS},
+    [BILO_OP_IM2COL] = {"im2col", im2col_backward, IN(0), INPUTS},
+    [BILO_OP_COL2IM] = {"col2im", col2im_backward, IN(0), INPUTS},
 };
 
 const bilo_op_rule *bilo__op_rule(bilo_op_id op) { return &rules[op]; }

@@ -266,6 +266,17 @@ BILO_API bilo_tensor *bilo_expand(bilo_tensor *x, int ndim, const int64_t *shape
 /* Sum a broadcast tensor back down to shape (the adjoint of expand). */
 BILO_API bilo_tensor *bilo_sum_to(bilo_tensor *x, int ndim, const int64_t *shape);
 BILO_API bilo_tensor *bilo_clone(bilo_tensor *x);
+/* Sliding-window patches of an image batch (the im2col of a convolution): x [N, C, H, W]
+   (f32, f64) → [N, C*kh*kw, OH*OW], rows ordered (c, ki, kj), columns (oh, ow), where
+   OH = (H + 2*pad_h - dil_h*(kh-1) - 1) / stride_h + 1 (OW likewise) and out-of-image taps
+   read zero. Kernel, stride and dilation must be positive, padding non-negative. */
+BILO_API bilo_tensor *bilo_im2col(bilo_tensor *x, int kh, int kw, int stride_h, int stride_w,
+                                  int pad_h, int pad_w, int dil_h, int dil_w);
+/* The adjoint of bilo_im2col: cols [N, C*kh*kw, OH*OW] → [N, C, H, W], summing the patches
+   that overlap (in a fixed order, so the result does not depend on the thread count). */
+BILO_API bilo_tensor *bilo_col2im(bilo_tensor *cols, int64_t C, int64_t H, int64_t W, int kh,
+                                  int kw, int stride_h, int stride_w, int pad_h, int pad_w,
+                                  int dil_h, int dil_w);
 BILO_API bilo_tensor *bilo_cast(bilo_tensor *x, bilo_dtype dtype);
 
 /* ---- in place (never recorded; bump the version counter) ---------------------------- */

@@ -81,7 +81,7 @@ int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside
     X(SOFTMAX) X(LOG_SOFTMAX) X(MATMUL) X(OUTER)                                           \
     X(RESHAPE) X(PERMUTE) X(SLICE) X(SLICE_SCATTER) X(CONCAT) X(STACK)                     \
     X(INDEX_SELECT) X(INDEX_ADD) X(GATHER) X(SCATTER_ADD) X(ONE_HOT) X(EXPAND) X(SUM_TO)   \
-    X(CLONE) X(CAST)
+    X(CLONE) X(CAST) X(IM2COL) X(COL2IM)
 
 typedef enum {
 #define BILO_OP_ENUM_(name) BILO_OP_##name,
@@ -98,6 +98,7 @@ typedef struct {
     bool trans_a, trans_b; /* matmul */
     int64_t start, stop, step; /* slice, slice_scatter (normalised) */
     int perm[BILO_MAX_DIMS];   /* permute */
+    int64_t conv[8];           /* im2col/col2im: kh, kw, sh, sw, ph, pw, dh, dw */
 } bilo_op_attrs;
 
 #define BILO_MAX_OP_INPUTS 64 /* concat/stack take lists */

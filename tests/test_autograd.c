@@ -91,7 +91,8 @@ typedef struct op_case {
     int64_t start, stop, step;
     int perm[4];
     bool ta, tb;
-    double eps; /* 0: the default */
+    int conv[8]; /* im2col/col2im: kh, kw, sh, sw, ph, pw, dh, dw (col2im's C, H, W in to) */
+    double eps;  /* 0: the default */
 } op_case;
 
 #define C ((const op_case *)user)
@@ -155,6 +156,12 @@ static bilo_tensor *f_gather(bilo_tensor *const *x, void *user) { return bilo_ga
 static bilo_tensor *f_scatter_add(bilo_tensor *const *x, void *user)
 {
     return bilo_scatter_add(x[0], C->axis, x[1], x[2]);
+}
+#define CONV_ARGS(k) (k)[0], (k)[1], (k)[2], (k)[3], (k)[4], (k)[5], (k)[6], (k)[7]
+static bilo_tensor *f_im2col(bilo_tensor *const *x, void *user) { return bilo_im2col(x[0], CONV_ARGS(C->conv)); }
+static bilo_tensor *f_col2im(bilo_tensor *const *x, void *user)
+{
+    return bilo_col2im(x[0], C->to[0], C->to[1], C->to[2], CONV_ARGS(C->conv));
 }
 /* Through f32 and back: the case uses a large eps, the function being linear. */
 static bilo_tensor *f_cast(bilo_tensor *const *x, void *user)
@@ -246,6 +253,10 @@ static const op_case cases[] = {
     {.op = BILO_OP_SUM_TO, .label = "sum_to [2,3,4]->[3,1]", .fn = f_sum_to, .n = 1, .in = {T('r', 2, 3, 4)}, .nto = 2, .to = {3, 1}},
     {.op = BILO_OP_SUM_TO, .label = "sum_to [2,3,4]->[4]", .fn = f_sum_to, .n = 1, .in = {T('r', 2, 3, 4)}, .nto = 1, .to = {4}},
     {.op = BILO_OP_CAST, .label = "cast f64->f32->f64", .fn = f_cast, .n = 1, .in = {T('r', 3, 4)}, .eps = 1e-2},
+    {.op = BILO_OP_IM2COL, .label = "im2col [2,2,4,5] k 2x3 s 1x1 p 0x0 d 1x1", .fn = f_im2col, .n = 1, .in = {T('r', 2, 2, 4, 5)}, .conv = {2, 3, 1, 1, 0, 0, 1, 1}},
+    {.op = BILO_OP_IM2COL, .label = "im2col [1,2,5,4] k 3x2 s 2x1 p 1x2 d 2x1", .fn = f_im2col, .n = 1, .in = {T('r', 1, 2, 5, 4)}, .conv = {3, 2, 2, 1, 1, 2, 2, 1}},
+    {.op = BILO_OP_COL2IM, .label = "col2im [2,12,9] -> [2,2,4,5] k 2x3 s 1x1", .fn = f_col2im, .n = 1, .in = {T('r', 2, 12, 9)}, .to = {2, 4, 5}, .conv = {2, 3, 1, 1, 0, 0, 1, 1}},
+    {.op = BILO_OP_COL2IM, .label = "col2im [1,12,14] -> [1,2,5,4] k 3x2 s 2x1 p 1x2 d 2x1", .fn = f_col2im, .n = 1, .in = {T('r', 1, 12, 14)}, .to = {2, 5, 4}, .conv = {3, 2, 2, 1, 1, 2, 2, 1}},
 };
 
 /* Matmul in every supported form with each transpose flag: 2-D x 2-D, batched 3-D x 3-D,

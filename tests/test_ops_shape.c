@@ -607,6 +607,171 @@ static void test_null_propagation(void)
     expect_error(chain, BILO_ESHAPE, "bilo_reshape", NULL, "chained ops keep the first error");
 }
 
+/* ---- im2col / col2im ----------------------------------------------------------------------- */
+
+typedef struct {
+    int k[2], s[2], p[2], d[2];
+} conv_params;
+
+#define CONV_P(c) (c).k[0], (c).k[1], (c).s[0], (c).s[1], (c).p[0], (c).p[1], (c).d[0], (c).d[1]
+
+static int64_t conv_out(int64_t in, int axis, const conv_params *c)
+{
+    return (in + 2 * c->p[axis] - c->d[axis] * (c->k[axis] - 1) - 1) / c->s[axis] + 1;
+}
+
+/* im2col of x [N, C, H, W] by the definition, one element at a time. */
+static bilo_tensor *naive_im2col(const bilo_tensor *x, const conv_params *c)
+{
+    const int64_t *xs = bilo_shape(x);
+    int64_t oh_n = conv_out(xs[2], 0, c), ow_n = conv_out(xs[3], 1, c);
+    bilo_tensor *out = bilo_zeros(BILO_F64, BILO_SHAPE(xs[0], xs[1] * c->k[0] * c->k[1], oh_n * ow_n));
+    for (int64_t n = 0; n < xs[0]; n++)
+        for (int64_t ch = 0; ch < xs[1]; ch++)
+            for (int ki = 0; ki < c->k[0]; ki++)
+                for (int kj = 0; kj < c->k[1]; kj++)
+                    for (int64_t oh = 0; oh < oh_n; oh++)
+                        for (int64_t ow = 0; ow < ow_n; ow++) {
+                            int64_t ih = oh * c->s[0] - c->p[0] + ki * c->d[0];
+                            int64_t iw = ow * c->s[1] - c->p[1] + kj * c->d[1];
+                            if (ih < 0 || ih >= xs[2] || iw < 0 || iw >= xs[3]) continue;
+                            int64_t row = (ch * c->k[0] + ki) * c->k[1] + kj;
+                            bilo_set(out, (int64_t[]){n, row, oh * ow_n + ow},
+                                     bilo_get(x, (int64_t[]){n, ch, ih, iw}));
+                        }
+    return out;
+}
+
+static double dot_f64(const bilo_tensor *a, const bilo_tensor *b)
+{
+    double s = 0;
+    for (int64_t i = 0; i < bilo_numel(a); i++) s += bilo_get_flat(a, i) * bilo_get_flat(b, i);
+    return s;
+}
+
+static bilo_tensor *randn(int ndim, const int64_t *shape, bilo_rng *rng)
+{
+    return bilo_randn(BILO_F64, ndim, shape, rng);
+}
+
+static void test_im2col_values(void)
+{
+    /* x = 0..8 as a 3x3 image, 2x2 kernel: each column is one window, rows (ki, kj) */
+    static const double want[] = {0, 1, 3, 4, 1, 2, 4, 5, 3, 4, 6, 7, 4, 5, 7, 8};
+    for (int i = 0; i < N_(FLOAT_DTYPES); i++) {
+        bilo_tensor *x = iota(FLOAT_DTYPES[i], BILO_SHAPE(1, 1, 3, 3));
+        expect(bilo_im2col(x, 2, 2, 1, 1, 0, 0, 1, 1), FLOAT_DTYPES[i], BILO_SHAPE(1, 4, 4), want,
+               "im2col 3x3 image, 2x2 kernel");
+    }
+    static const conv_params variants[] = {
+        {{2, 2}, {1, 1}, {1, 1}, {1, 1}}, {{2, 2}, {2, 2}, {0, 0}, {1, 1}},
+        {{2, 2}, {1, 1}, {0, 0}, {2, 2}}, {{2, 2}, {2, 1}, {1, 0}, {2, 1}},
+        {{3, 1}, {1, 2}, {2, 1}, {1, 2}},
+    };
+    static const char *names[] = {"padding 1", "stride 2", "dilation 2",
+                                  "stride 2x1, padding 1x0, dilation 2x1",
+                                  "kernel 3x1, stride 1x2, padding 2x1, dilation 1x2"};
+    bilo_tensor *x = iota(BILO_F64, BILO_SHAPE(1, 1, 3, 3));
+    bilo_tensor *x2 = iota(BILO_F64, BILO_SHAPE(2, 3, 4, 5));
+    for (int v = 0; v < N_(variants); v++) {
+        bilo_tensor *inputs[] = {x, x2};
+        for (int j = 0; j < 2; j++) {
+            bilo_tensor *ref = naive_im2col(inputs[j], &variants[v]);
+            char name[128];
+            snprintf(name, sizeof name, "im2col %s of a %s image", names[v], j ? "2x3x4x5" : "3x3");
+            expect(bilo_im2col(inputs[j], CONV_P(variants[v])), BILO_F64, bilo_ndim(ref),
+                   bilo_shape(ref), bilo_data(ref), name);
+        }
+    }
+}
+
+/* <im2col(x), y> = <x, col2im(y)> for random x and y. */
+static void test_col2im_adjoint(void)
+{
+    static const conv_params params[] = {
+        {{3, 3}, {1, 1}, {1, 1}, {1, 1}}, {{2, 3}, {2, 1}, {0, 1}, {1, 2}},
+        {{3, 2}, {3, 2}, {2, 0}, {2, 1}}, {{1, 1}, {1, 1}, {0, 0}, {1, 1}},
+        {{4, 4}, {1, 1}, {0, 0}, {1, 1}},
+    };
+    bilo_rng rng = bilo_rng_make(99, 3);
+    const int64_t N = 2, C = 3, H = 5, W = 6;
+    for (int v = 0; v < N_(params); v++) {
+        bilo_tensor *x = randn(BILO_SHAPE(N, C, H, W), &rng);
+        bilo_tensor *cols = bilo_im2col(x, CONV_P(params[v]));
+        bilo_tensor *y = cols ? randn(bilo_ndim(cols), bilo_shape(cols), &rng) : NULL;
+        bilo_tensor *back = bilo_col2im(y, C, H, W, CONV_P(params[v]));
+        char name[96];
+        snprintf(name, sizeof name, "col2im is the adjoint of im2col (parameter set %d)", v);
+        if (!back) {
+            tap_ok(0, "%s: %s", name, bilo_last_error());
+            continue;
+        }
+        tap_close(dot_f64(x, back), dot_f64(cols, y), 1e-12, 1e-12, name);
+    }
+}
+
+static bool bit_identical(const bilo_tensor *a, const bilo_tensor *b)
+{
+    return a && b && bilo_numel(a) == bilo_numel(b) &&
+           !memcmp(bilo_data((bilo_tensor *)a), bilo_data((bilo_tensor *)b),
+                   (size_t)bilo_numel(a) * bilo_dtype_size(bilo_dtype_of(a)));
+}
+
+static void test_conv_threads(void)
+{
+    const conv_params c = {{3, 3}, {1, 1}, {2, 2}, {2, 2}};
+    bilo_rng rng = bilo_rng_make(5, 0);
+    bilo_tensor *x = bilo_randn(BILO_F32, BILO_SHAPE(2, 16, 32, 32), &rng);
+    int saved = bilo_get_num_threads();
+    bilo_tensor *cols[2], *img[2];
+    for (int t = 0; t < 2; t++) {
+        bilo_set_num_threads(t + 1);
+        cols[t] = bilo_im2col(x, CONV_P(c));
+        img[t] = bilo_col2im(cols[0], 16, 32, 32, CONV_P(c));
+    }
+    bilo_set_num_threads(saved);
+    tap_ok(bit_identical(cols[0], cols[1]), "im2col: 1 and 2 threads give identical bits");
+    tap_ok(bit_identical(img[0], img[1]), "col2im: 1 and 2 threads give identical bits");
+}
+
+static void test_conv_errors(void)
+{
+    bilo_tensor *x = iota(BILO_F64, BILO_SHAPE(1, 2, 3, 3));
+    bilo_tensor *cols = iota(BILO_F64, BILO_SHAPE(1, 8, 4)); /* 2 channels, 2x2 kernel, 3x3 image */
+    bilo_tensor *flat = iota(BILO_F64, BILO_SHAPE(2, 3, 3));
+    bilo_tensor *ints = bilo_zeros(BILO_I64, BILO_SHAPE(1, 1, 3, 3));
+    bilo_clear_error();
+    tap_ok(!bilo_im2col(NULL, 2, 2, 1, 1, 0, 0, 1, 1) &&
+               !bilo_col2im(NULL, 2, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1) && bilo_errcode() == 0,
+           "im2col and col2im return NULL for a NULL input and record no error");
+    expect_error(bilo_im2col(flat, 2, 2, 1, 1, 0, 0, 1, 1), BILO_ESHAPE, "bilo_im2col", "[2,3,3]",
+                 "im2col of a 3-D tensor");
+    expect_error(bilo_im2col(ints, 2, 2, 1, 1, 0, 0, 1, 1), BILO_EDTYPE, "bilo_im2col", "i64",
+                 "im2col of an i64 tensor");
+    expect_error(bilo_im2col(x, 0, 2, 1, 1, 0, 0, 1, 1), BILO_EINVAL, "bilo_im2col", "kernel 0x2",
+                 "im2col kernel 0");
+    expect_error(bilo_im2col(x, 2, 2, 1, -1, 0, 0, 1, 1), BILO_EINVAL, "bilo_im2col",
+                 "stride 1x-1", "im2col negative stride");
+    expect_error(bilo_im2col(x, 2, 2, 1, 1, 0, 0, 0, 1), BILO_EINVAL, "bilo_im2col",
+                 "dilation 0x1", "im2col dilation 0");
+    expect_error(bilo_im2col(x, 2, 2, 1, 1, -1, 0, 1, 1), BILO_EINVAL, "bilo_im2col",
+                 "padding -1x0", "im2col negative padding");
+    expect_error(bilo_im2col(x, 4, 2, 1, 1, 0, 0, 1, 1), BILO_ESHAPE, "bilo_im2col",
+                 "output size 0x2", "im2col kernel larger than the image");
+    expect_error(bilo_im2col(x, 2, 2, 1, 1, 0, 0, 3, 1), BILO_ESHAPE, "bilo_im2col",
+                 "output size 0x2", "im2col dilated kernel larger than the image");
+    expect_error(bilo_col2im(cols, 2, 3, 3, 3, 2, 1, 1, 0, 0, 1, 1), BILO_ESHAPE, "bilo_col2im",
+                 "[1,8,4] do not match [N, C*kh*kw, OH*OW] = [1,12,2]", "col2im columns of another kernel");
+    expect_error(bilo_col2im(flat, 2, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1), BILO_ESHAPE, "bilo_col2im",
+                 "[2,3,3]", "col2im of a 3-D tensor that is not columns");
+    expect_error(bilo_col2im(cols, 0, 3, 3, 2, 2, 1, 1, 0, 0, 1, 1), BILO_EINVAL, "bilo_col2im",
+                 "C=0", "col2im with no channels");
+    expect_error(bilo_col2im(cols, 2, 3, 3, 2, 2, 0, 1, 0, 0, 1, 1), BILO_EINVAL, "bilo_col2im",
+                 "stride 0x1", "col2im stride 0");
+    expect_error(bilo_col2im(cols, 2, 1, 3, 2, 2, 1, 1, 0, 0, 1, 1), BILO_ESHAPE, "bilo_col2im",
+                 "output size 0x2", "col2im kernel larger than the image");
+}
+
 int main(void)
 {
     bilo_scope_begin();
@@ -620,6 +785,10 @@ int main(void)
     test_expand_sum_to();
     test_clone_cast();
     test_null_propagation();
+    test_im2col_values();
+    test_col2im_adjoint();
+    test_conv_threads();
+    test_conv_errors();
     bilo_scope_end();
     return tap_done();
 }
