@@ -1,0 +1,219 @@
+/* Training-step speed of the nn layer, against PyTorch in the same run when it is installed.
+ *
+ * One step = forward (bilo_nn_mlp_forward), softmax cross-entropy, gradient of the loss w.r.t.
+ * all parameters (bilo_grad) and an in-place Adam update (bilo_optim_step), for the MLP
+ * 784-256-256-10 (ReLU) at batch 256, f32, at 1 and 2 threads. Each round times a block of
+ * STEPS steps per thread count for bilo, each followed by one run of the torch peer for the
+ * same block, so the two share the machine's slow drifts; the table gives the median, min and max over ROUNDS
+ * rounds of ms per step. It also prints bilo's calls into the system allocator during the
+ * timed steps: the scope-per-step loop is meant to run from the allocator's cache (0).
+ *
+ * The peer is bench/peers/torch_nn.py, found through $BILO_SOURCE_DIR or relative to this
+ * program (<build>/bench/ -> ../../bench/peers), run with /usr/bin/python3,
+ * OMP_WAIT_POLICY=PASSIVE (torch's best setting on this class of machine, see peers.md) and
+ * OPENBLAS_NUM_THREADS set to the thread count: Debian's torch does its GEMMs in OpenBLAS,
+ * whose pool torch.set_num_threads does not control, so "1 thread" would otherwise use every
+ * core. */
+#include "bilo.h"
+
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { ROUNDS = 7, STEPS = 20, WARMUP = 3, BATCH = 256, MAX_THREADS = 2, N_LAYERS = 3 };
+enum { N_PARAMS = 2 * N_LAYERS };
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void die_on_error(int ok, const char *what)
+{
+    if (ok) return;
+    fprintf(stderr, "bench_nn: %s failed: %s\n", what, bilo_last_error());
+    exit(1);
+}
+
+/* ---- bilo's training step ----------------------------------------------------------------- */
+
+static const int64_t mlp_widths[N_LAYERS + 1] = {784, 256, 256, 10};
+static const bilo_nn_mlp mlp_desc = {
+    .widths = mlp_widths, .num_widths = N_LAYERS + 1, .act = BILO_MLP_RELU, .dtype = BILO_F32};
+
+typedef struct {
+    bilo_tensor *x, *labels;
+    bilo_tensor *params[N_PARAMS];
+    bilo_optim *adam;
+} trainer;
+
+static trainer trainer_make(void)
+{
+    bilo_rng rng = bilo_rng_make(2, 0);
+    trainer t;
+    die_on_error(bilo_nn_mlp_num_tensors(&mlp_desc) == N_PARAMS, "bilo_nn_mlp_num_tensors");
+    die_on_error(bilo_nn_mlp_init(&mlp_desc, &rng, t.params) == 0, "bilo_nn_mlp_init");
+    for (int i = 0; i < N_PARAMS; i++) bilo_set_requires_grad(t.params[i], true);
+    t.x = bilo_randn(BILO_F32, BILO_SHAPE(BATCH, 784), &rng);
+    t.labels = bilo_zeros(BILO_I64, BILO_SHAPE(BATCH));
+    for (int64_t i = 0; i < BATCH; i++) bilo_set_flat(t.labels, i, (double)(i % 10));
+    const bilo_optim_opts adam = {.kind = BILO_OPTIM_ADAM, .lr = 1e-3};
+    t.adam = bilo_optim_new(&adam, t.params, N_PARAMS);
+    die_on_error(t.x && t.labels && t.adam, "trainer setup");
+    return t;
+}
+
+static void trainer_free(trainer *t)
+{
+    bilo_optim_free(t->adam);
+    bilo_release(t->x);
+    bilo_release(t->labels);
+    for (int i = 0; i < N_PARAMS; i++) bilo_release(t->params[i]);
+}
+
+static void train_step(trainer *t)
+{
+    bilo_scope_begin();
+    bilo_tensor *logits = bilo_nn_mlp_forward(&mlp_desc, t->params, t->x);
+    bilo_tensor *loss = bilo_nn_cross_entropy(logits, t->labels, BILO_REDUCE_MEAN);
+    bilo_tensor *grads[N_PARAMS];
+    die_on_error(bilo_grad(&loss, 1, NULL, t->params, N_PARAMS, grads, 0) == 0, "bilo_grad");
+    die_on_error(bilo_optim_step(t->adam, grads) == 0, "bilo_optim_step");
+    bilo_scope_end();
+}
+
+/* ms per step over one timed block; adds the block's system allocations to *allocs. */
+static double time_block(trainer *t, int threads, uint64_t *allocs)
+{
+    bilo_set_num_threads(threads);
+    for (int i = 0; i < WARMUP; i++) train_step(t);
+    bilo_mem_stats before, after;
+    bilo_mem_get_stats(&before);
+    double t0 = now();
+    for (int i = 0; i < STEPS; i++) train_step(t);
+    double ms = (now() - t0) * 1e3 / STEPS;
+    bilo_mem_get_stats(&after);
+    *allocs += after.system_allocs - before.system_allocs;
+    return ms;
+}
+
+/* ---- the torch peer ------------------------------------------------------------------------ */
+
+static bool find_script(const char *argv0, char *path, size_t size)
+{
+    const char *src = getenv("BILO_SOURCE_DIR");
+    if (src) {
+        snprintf(path, size, "%s/bench/peers/torch_nn.py", src);
+        return access(path, R_OK) == 0;
+    }
+    char self[1024];
+    snprintf(self, sizeof self, "%s", argv0);
+    snprintf(path, size, "%s/../../bench/peers/torch_nn.py", dirname(self));
+    return access(path, R_OK) == 0;
+}
+
+/* The peer script's path, or false with the reason printed. */
+static bool torch_script(const char *argv0, char *script, size_t size)
+{
+    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
+        printf("torch: missing (/usr/bin/python3 cannot import torch)\n");
+        return false;
+    }
+    if (!find_script(argv0, script, size)) {
+        printf("torch: peer script missing (looked for %s; set BILO_SOURCE_DIR)\n", script);
+        return false;
+    }
+    return true;
+}
+
+/* One peer block at the given thread count: *ms per step, or false (with the reason printed)
+   when it failed. */
+static bool torch_block(const char *script, int threads, double *ms)
+{
+    char cmd[1400], line[256], want[64], key[64];
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=%d /usr/bin/python3 '%s' --batch %d "
+             "--steps %d --warmup %d --threads %d",
+             threads, script, BATCH, STEPS, WARMUP, threads);
+    snprintf(want, sizeof want, "mlp_%dt_step_ms", threads);
+    FILE *f = popen(cmd, "r");
+    bool found = false;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "%63s %lf", key, ms) == 2 && !strcmp(key, want)) found = true;
+    int status = f ? pclose(f) : -1;
+    if (status == 0 && found) return true;
+    printf("torch: peer script failed (status %d%s)\n", status, found ? "" : ", no figure");
+    return false;
+}
+
+/* ---- report -------------------------------------------------------------------------------- */
+
+typedef struct {
+    double med, min, max;
+} summary;
+
+static summary summarize(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return (summary){.med = v[n / 2], .min = v[0], .max = v[n - 1]};
+}
+
+static void print_row(int threads, summary bilo, const summary *torch)
+{
+    printf("  %7d %8.2f %8.2f %8.2f", threads, bilo.med, bilo.min, bilo.max);
+    if (torch)
+        printf("   %8.2f %8.2f %8.2f   %10.2f\n", torch->med, torch->min, torch->max,
+               bilo.med / torch->med);
+    else
+        printf("   %8s %8s %8s   %10s\n", "-", "-", "-", "-");
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    printf("bilo nn benchmark (kernels %s), f32\n", bilo_kernel_isa());
+    char script[1200];
+    bool have_torch = torch_script(argv[0], script, sizeof script);
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    printf("OMP_WAIT_POLICY for bilo: %s; torch runs with PASSIVE, torch.set_num_threads and "
+           "OPENBLAS_NUM_THREADS\n",
+           policy ? policy : "unset (OpenMP's default)");
+
+    trainer t = trainer_make();
+    double bilo_ms[MAX_THREADS][ROUNDS], torch_ms[MAX_THREADS][ROUNDS];
+    uint64_t allocs = 0;
+    for (int r = 0; r < ROUNDS; r++)
+        for (int th = 1; th <= MAX_THREADS; th++) {
+            bilo_ms[th - 1][r] = time_block(&t, th, &allocs);
+            have_torch = have_torch && torch_block(script, th, &torch_ms[th - 1][r]);
+        }
+    trainer_free(&t);
+
+    printf("\nMLP 784-256-256-10 ReLU, batch %d: ms per training step (forward, cross-entropy, "
+           "backward, Adam),\nmedian [min, max] of %d interleaved rounds of %d steps\n",
+           BATCH, ROUNDS, STEPS);
+    printf("  %7s %8s %8s %8s   %8s %8s %8s   %10s\n", "threads", "bilo", "min", "max", "torch",
+           "min", "max", "bilo/torch");
+    for (int th = 1; th <= MAX_THREADS; th++) {
+        summary torch = have_torch ? summarize(torch_ms[th - 1], ROUNDS) : (summary){0};
+        print_row(th, summarize(bilo_ms[th - 1], ROUNDS), have_torch ? &torch : NULL);
+    }
+    printf("bilo system allocations per step in steady state: %.2f (%llu over %d timed steps)\n",
+           (double)allocs / (ROUNDS * MAX_THREADS * STEPS), (unsigned long long)allocs,
+           ROUNDS * MAX_THREADS * STEPS);
+    printf("\n4-block CNN (conv3x3-BN-ReLU-maxpool x4), 28x28, batch 64: not measured, because "
+           "conv2d is not implemented yet\n");
+    return 0;
+}
