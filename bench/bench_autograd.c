@@ -12,23 +12,15 @@
  * this program (<build>/bench/ -> ../../bench/peers), run with /usr/bin/python3 and
  * OMP_WAIT_POLICY=PASSIVE (torch's best setting on this class of machine, see peers.md). */
 #include "bilo.h"
+#include "bench_util.h"
 
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 enum { CHAIN_OPS = 1000, CHAIN_REPS = 31, MLP_REPS = 11, BATCH = 256 };
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -186,32 +178,13 @@ static double peer_get(const peer_results *p, const char *key)
     return NAN;
 }
 
-static bool find_script(const char *argv0, char *path, size_t size)
-{
-    const char *src = getenv("BILO_SOURCE_DIR");
-    if (src) {
-        snprintf(path, size, "%s/bench/peers/torch_autograd.py", src);
-        return access(path, R_OK) == 0;
-    }
-    char self[1024];
-    snprintf(self, sizeof self, "%s", argv0);
-    snprintf(path, size, "%s/../../bench/peers/torch_autograd.py", dirname(self));
-    return access(path, R_OK) == 0;
-}
-
 static peer_results run_torch(const char *argv0)
 {
     peer_results p = {.n = 0};
     char script[1200], cmd[1400];
-    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
-        snprintf(p.status, sizeof p.status, "torch: missing (/usr/bin/python3 cannot import torch)");
+    if (!torch_peer_script(argv0, "torch_autograd.py", script, sizeof script, p.status,
+                           sizeof p.status))
         return p;
-    }
-    if (!find_script(argv0, script, sizeof script)) {
-        snprintf(p.status, sizeof p.status,
-                 "torch: peer script missing (looked for %s; set BILO_SOURCE_DIR)", script);
-        return p;
-    }
     snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --ops %d --batch %d",
              script, CHAIN_OPS, BATCH);
     FILE *f = popen(cmd, "r");

@@ -10,11 +10,11 @@
    GEMM lines: `gemm dtype n threads GFLOP/s` for square n = 256, 512, 1024. */
 #include "bilo_tensor.h"
 #include "tensor_impl.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #define SAMPLES 7
 #define BATCH_ELEMS 2000000.0
@@ -25,12 +25,6 @@ static const char *const op_names[OP_COUNT] = {"exp", "tanh", "add", "mul", "sum
 
 static volatile double sink; /* keeps the libm sum alive */
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {

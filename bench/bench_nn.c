@@ -15,24 +15,16 @@
  * whose pool torch.set_num_threads does not control, so "1 thread" would otherwise use every
  * core. */
 #include "bilo.h"
+#include "bench_util.h"
 
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 enum { ROUNDS = 7, STEPS = 20, WARMUP = 3, BATCH = 256, MAX_THREADS = 2, N_LAYERS = 3 };
 enum { N_PARAMS = 2 * N_LAYERS };
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -111,31 +103,13 @@ static double time_block(trainer *t, int threads, uint64_t *allocs)
 
 /* ---- the torch peer ------------------------------------------------------------------------ */
 
-static bool find_script(const char *argv0, char *path, size_t size)
-{
-    const char *src = getenv("BILO_SOURCE_DIR");
-    if (src) {
-        snprintf(path, size, "%s/bench/peers/torch_nn.py", src);
-        return access(path, R_OK) == 0;
-    }
-    char self[1024];
-    snprintf(self, sizeof self, "%s", argv0);
-    snprintf(path, size, "%s/../../bench/peers/torch_nn.py", dirname(self));
-    return access(path, R_OK) == 0;
-}
-
 /* The peer script's path, or false with the reason printed. */
 static bool torch_script(const char *argv0, char *script, size_t size)
 {
-    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
-        printf("torch: missing (/usr/bin/python3 cannot import torch)\n");
-        return false;
-    }
-    if (!find_script(argv0, script, size)) {
-        printf("torch: peer script missing (looked for %s; set BILO_SOURCE_DIR)\n", script);
-        return false;
-    }
-    return true;
+    char why[1400];
+    if (torch_peer_script(argv0, "torch_nn.py", script, size, why, sizeof why)) return true;
+    printf("%s\n", why);
+    return false;
 }
 
 /* One peer block at the given thread count: *ms per step, or false (with the reason printed)
