@@ -75,6 +75,13 @@ static void relu_backward(const bilo_rule_ctx *c)
     c->gx[0] = bilo_mul(G, bilo_gt(X0, zero_like_scalar(X0)));
 }
 static void softplus_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_mul(G, bilo_sigmoid(X0)); }
+/* d erf(x)/dx = (2/sqrt(pi)) e^(-x^2) */
+static void erf_backward(const bilo_rule_ctx *c)
+{
+    const double two_over_sqrt_pi = 1.1283791670955126;
+    bilo_tensor *gauss = bilo_exp(bilo_neg(bilo_square(X0)));
+    c->gx[0] = bilo_mul(G, bilo_mul_scalar(gauss, two_over_sqrt_pi));
+}
 static void pow_scalar_backward(const bilo_rule_ctx *c)
 {
     double p = c->attrs->scalar;
@@ -318,6 +325,37 @@ static void col2im_backward(const bilo_rule_ctx *c)
     c->gx[0] = bilo_im2col(G, CONV_ARGS(c->attrs->conv));
 }
 
+/* ---- sparse · dense ------------------------------------------------------------------- */
+
+/* The row of each stored entry of a CSR matrix: i repeated indptr[i+1] - indptr[i] times. */
+static bilo_tensor *csr_row_ids(const bilo_tensor *indptr)
+{
+    const int64_t *ptr = bilo__ptr(indptr);
+    int64_t rows = indptr->numel - 1;
+    bilo_tensor *ids = bilo_empty(BILO_I64, BILO_SHAPE(ptr[rows]));
+    if (!ids) return NULL;
+    int64_t *id = bilo__ptr(ids);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t k = ptr[i]; k < ptr[i + 1]; k++) id[k] = i;
+    return ids;
+}
+
+/* inputs indptr, indices, values, dense. y = op(A) d: dd = op(A)^T g, and the entry k at
+   (i, j) of A gets g[i]·d[j] (g[j]·d[i] when transposed). */
+static void spmm_backward(const bilo_rule_ctx *c)
+{
+    bilo_tensor *indptr = c->x[0], *indices = c->x[1], *values = c->x[2], *dense = c->x[3];
+    bool trans = c->attrs->trans_a;
+    int64_t rows = indptr->numel - 1, cols = trans ? G->shape[0] : dense->shape[0];
+    if (c->need[2]) {
+        bilo_tensor *row_ids = csr_row_ids(indptr);
+        bilo_tensor *g_rows = bilo_index_select(G, 0, trans ? indices : row_ids);
+        bilo_tensor *d_rows = bilo_index_select(dense, 0, trans ? row_ids : indices);
+        c->gx[2] = bilo_sum(bilo_mul(g_rows, d_rows), 1, false);
+    }
+    if (c->need[3]) c->gx[3] = bilo_spmm(indptr, indices, values, rows, cols, G, !trans);
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 #define IN(i) (UINT64_C(1) << (i))
@@ -343,6 +381,7 @@ static const bilo_op_rule rules[BILO_OP_COUNT] = {
     [BILO_OP_SIGMOID] = {"sigmoid", sigmoid_backward, IN(0), OUTPUT},
     [BILO_OP_RELU] = {"relu", relu_backward, IN(0), INPUTS},
     [BILO_OP_SOFTPLUS] = {"softplus", softplus_backward, IN(0), INPUTS},
+    [BILO_OP_ERF] = {"erf", erf_backward, IN(0), INPUTS},
     [BILO_OP_SIGN] = NOT_DIFFERENTIABLE("sign"),
     [BILO_OP_POW_SCALAR] = {"pow_scalar", pow_scalar_backward, IN(0), INPUTS},
     [BILO_OP_ADD_SCALAR] = {"add_scalar", identity_backward, IN(0), INPUTS},
@@ -390,6 +429,7 @@ static const bilo_op_rule rules[BILO_OP_COUNT] = {
     [BILO_OP_CAST] = {"cast", cast_backward, IN(0), INPUTS},
     [BILO_OP_IM2COL] = {"im2col", im2col_backward, IN(0), INPUTS},
     [BILO_OP_COL2IM] = {"col2im", col2im_backward, IN(0), INPUTS},
+    [BILO_OP_SPMM] = {"spmm", spmm_backward, IN(2) | IN(3), INPUTS},
 };
 
 const bilo_op_rule *bilo__op_rule(bilo_op_id op) { return &rules[op]; }

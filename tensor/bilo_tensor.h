@@ -190,6 +190,7 @@ BILO_API bilo_tensor *bilo_tanh(bilo_tensor *x);
 BILO_API bilo_tensor *bilo_sigmoid(bilo_tensor *x);
 BILO_API bilo_tensor *bilo_relu(bilo_tensor *x);
 BILO_API bilo_tensor *bilo_softplus(bilo_tensor *x);
+BILO_API bilo_tensor *bilo_erf(bilo_tensor *x);
 BILO_API bilo_tensor *bilo_sign(bilo_tensor *x); /* -1, 0, 1; not differentiable */
 BILO_API bilo_tensor *bilo_pow_scalar(bilo_tensor *x, double p);
 BILO_API bilo_tensor *bilo_add_scalar(bilo_tensor *x, double s);  /* x + s */
@@ -234,6 +235,14 @@ BILO_API bilo_tensor *bilo_matmul_t(bilo_tensor *a, bilo_tensor *b, bool trans_a
 BILO_API bilo_tensor *bilo_matmul(bilo_tensor *a, bilo_tensor *b);
 /* a ⊗ b for 1-D tensors: [n] × [m] → [n, m]. */
 BILO_API bilo_tensor *bilo_outer(bilo_tensor *a, bilo_tensor *b);
+/* A·dense, or Aᵀ·dense when trans, for the sparse matrix A [rows, cols] in compressed sparse
+   rows: row i holds values[k] at column indices[k] for k in indptr[i] .. indptr[i+1]-1
+   (indptr BILO_I64 [rows+1] from 0 to nnz, non-decreasing; indices BILO_I64 [nnz] in
+   [0, cols); values f32 or f64 [nnz]). dense is [cols, n] ([rows, n] with trans) of the
+   values' dtype; the result is [rows, n] ([cols, n]). Differentiable in values and dense; the
+   result does not depend on the thread count. */
+BILO_API bilo_tensor *bilo_spmm(bilo_tensor *indptr, bilo_tensor *indices, bilo_tensor *values,
+                                int64_t rows, int64_t cols, bilo_tensor *dense, bool trans);
 
 /* ---- shape ops ----------------------------------------------------------------------- */
 /* View sharing storage; one entry of shape may be -1 (inferred). */

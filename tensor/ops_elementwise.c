@@ -135,6 +135,10 @@ BILO_API bilo_tensor *bilo_softplus(bilo_tensor *x)
 {
     return unary_op("bilo_softplus", BILO_OP_SOFTPLUS, BILO_KU_SOFTPLUS, x, 0);
 }
+BILO_API bilo_tensor *bilo_erf(bilo_tensor *x)
+{
+    return unary_op("bilo_erf", BILO_OP_ERF, BILO_KU_ERF, x, 0);
+}
 BILO_API bilo_tensor *bilo_sign(bilo_tensor *x)
 {
     return unary_op("bilo_sign", BILO_OP_SIGN, BILO_KU_SIGN, x, 0);

@@ -73,7 +73,7 @@ int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside
 /* ---- op identities and recording ---- */
 #define BILO_OP_TABLE(X)                                                                    \
     X(NEG) X(ABS) X(EXP) X(LOG) X(LOG1P) X(EXPM1) X(SQRT) X(RSQRT) X(SQUARE) X(RECIPROCAL) \
-    X(SIN) X(COS) X(TANH) X(SIGMOID) X(RELU) X(SOFTPLUS) X(SIGN) X(POW_SCALAR)             \
+    X(SIN) X(COS) X(TANH) X(SIGMOID) X(RELU) X(SOFTPLUS) X(ERF) X(SIGN) X(POW_SCALAR)      \
     X(ADD_SCALAR) X(MUL_SCALAR) X(RSUB_SCALAR)                                             \
     X(ADD) X(SUB) X(MUL) X(DIV) X(POW) X(MAXIMUM) X(MINIMUM)                               \
     X(GT) X(GE) X(LT) X(LE) X(EQ) X(WHERE)                                                 \
@@ -81,7 +81,7 @@ int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside
     X(SOFTMAX) X(LOG_SOFTMAX) X(MATMUL) X(OUTER)                                           \
     X(RESHAPE) X(PERMUTE) X(SLICE) X(SLICE_SCATTER) X(CONCAT) X(STACK)                     \
     X(INDEX_SELECT) X(INDEX_ADD) X(GATHER) X(SCATTER_ADD) X(ONE_HOT) X(EXPAND) X(SUM_TO)   \
-    X(CLONE) X(CAST) X(IM2COL) X(COL2IM)
+    X(CLONE) X(CAST) X(IM2COL) X(COL2IM) X(SPMM)
 
 typedef enum {
 #define BILO_OP_ENUM_(name) BILO_OP_##name,

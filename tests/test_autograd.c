@@ -110,7 +110,7 @@ typedef struct op_case {
 
 UNARY_FN(neg) UNARY_FN(abs) UNARY_FN(exp) UNARY_FN(log) UNARY_FN(log1p) UNARY_FN(expm1)
 UNARY_FN(sqrt) UNARY_FN(rsqrt) UNARY_FN(square) UNARY_FN(reciprocal) UNARY_FN(sin) UNARY_FN(cos)
-UNARY_FN(tanh) UNARY_FN(sigmoid) UNARY_FN(relu) UNARY_FN(softplus) UNARY_FN(clone)
+UNARY_FN(tanh) UNARY_FN(erf) UNARY_FN(sigmoid) UNARY_FN(relu) UNARY_FN(softplus) UNARY_FN(clone)
 SCALAR_FN(pow_scalar) SCALAR_FN(add_scalar) SCALAR_FN(mul_scalar) SCALAR_FN(rsub_scalar)
 BINARY_FN(add) BINARY_FN(sub) BINARY_FN(mul) BINARY_FN(div) BINARY_FN(pow) BINARY_FN(maximum)
 BINARY_FN(minimum) BINARY_FN(dot) BINARY_FN(outer)
@@ -125,6 +125,16 @@ static bilo_tensor *f_where(bilo_tensor *const *x, void *user)
 static bilo_tensor *f_matmul(bilo_tensor *const *x, void *user)
 {
     return bilo_matmul_t(x[0], x[1], C->ta, C->tb);
+}
+/* The 4 x 5 sparse matrix with entries (0,1) (0,4) (2,0) (2,2) (2,3) (3,1) (3,4), row 1
+   empty; x[0] its 7 values, x[1] the dense operand. The index arrays belong to the scope of
+   the case. */
+static bilo_tensor *f_spmm(bilo_tensor *const *x, void *user)
+{
+    static const int64_t ptr[] = {0, 2, 2, 5, 7}, idx[] = {1, 4, 0, 2, 3, 1, 4};
+    bilo_tensor *indptr = bilo_from_data(BILO_I64, BILO_SHAPE(5), ptr);
+    bilo_tensor *indices = bilo_from_data(BILO_I64, BILO_SHAPE(7), idx);
+    return bilo_spmm(indptr, indices, x[0], 4, 5, x[1], C->ta);
 }
 static bilo_tensor *f_reshape(bilo_tensor *const *x, void *user) { return bilo_reshape(x[0], C->nto, C->to); }
 static bilo_tensor *f_expand(bilo_tensor *const *x, void *user) { return bilo_expand(x[0], C->nto, C->to); }
@@ -182,7 +192,7 @@ static const op_case cases[] = {
     U(NEG, neg, 'r'), U(ABS, abs, 'a'), U(EXP, exp, 'r'), U(LOG, log, 'p'), U(LOG1P, log1p, 'p'),
     U(EXPM1, expm1, 'r'), U(SQRT, sqrt, 'p'), U(RSQRT, rsqrt, 'p'), U(SQUARE, square, 'r'),
     U(RECIPROCAL, reciprocal, 'a'), U(SIN, sin, 'r'), U(COS, cos, 'r'), U(TANH, tanh, 'r'),
-    U(SIGMOID, sigmoid, 'r'), U(RELU, relu, 'a'), U(SOFTPLUS, softplus, 'r'),
+    U(ERF, erf, 'r'), U(SIGMOID, sigmoid, 'r'), U(RELU, relu, 'a'), U(SOFTPLUS, softplus, 'r'),
     U(CLONE, clone, 'r'),
     {.op = BILO_OP_POW_SCALAR, .label = "pow_scalar 2.5", .fn = f_pow_scalar, .n = 1, .in = {T('p', 3, 4)}, .p = 2.5},
     {.op = BILO_OP_POW_SCALAR, .label = "pow_scalar -1.5", .fn = f_pow_scalar, .n = 1, .in = {T('p', 3, 4)}, .p = -1.5},
@@ -227,6 +237,8 @@ static const op_case cases[] = {
     {.op = BILO_OP_LOG_SOFTMAX, .label = "log_softmax axis 1 of [2,3,4]", .fn = f_log_softmax, .n = 1, .in = {T('r', 2, 3, 4)}, .axis = 1},
 
     B(OUTER, outer, "outer [3]x[4]", 'r', 'r', SH(3), SH(4)),
+    {.op = BILO_OP_SPMM, .label = "spmm [4,5] sparse x [5,3]", .fn = f_spmm, .n = 2, .in = {T('r', 7), T('r', 5, 3)}},
+    {.op = BILO_OP_SPMM, .label = "spmm [4,5] sparse^T x [4,3]", .fn = f_spmm, .n = 2, .in = {T('r', 7), T('r', 4, 3)}, .ta = true},
     {.op = BILO_OP_RESHAPE, .label = "reshape [3,4]->[2,6]", .fn = f_reshape, .n = 1, .in = {T('r', 3, 4)}, .nto = 2, .to = {2, 6}},
     {.op = BILO_OP_RESHAPE, .label = "reshape [3,4]->[-1]", .fn = f_reshape, .n = 1, .in = {T('r', 3, 4)}, .nto = 1, .to = {-1}},
     {.op = BILO_OP_PERMUTE, .label = "permute [2,3,4] (2,0,1)", .fn = f_permute, .n = 1, .in = {T('r', 2, 3, 4)}, .perm = {2, 0, 1}},

@@ -153,6 +153,7 @@ static const unary_spec unary_specs[BILO_KU_COUNT] = {
     [BILO_KU_SIGMOID] = {-100, 100, -800, 800, 1, 3, 4, 4},
     [BILO_KU_RELU] = {-10, 10, -10, 10, 0, 0, 0, 0},
     [BILO_KU_SOFTPLUS] = {-100, 100, -800, 800, 1, 3, 4, 4},
+    [BILO_KU_ERF] = {-6, 6, -8, 8, 1, 1, 2, 2},
     [BILO_KU_SIGN] = {-10, 10, -10, 10, 0, 0, 0, 0},
     [BILO_KU_POW_SCALAR] = {1e-3, 1e3, 1e-3, 1e3, 1, 1, 2, 2},
     [BILO_KU_ADD_SCALAR] = {-10, 10, -10, 10, 0.5, 0.5, 0, 0},
@@ -186,6 +187,7 @@ static long double unary_truth(bilo_unary_kernel op, long double x, long double 
     case BILO_KU_SIGMOID: return 1 / (1 + expl(-x));
     case BILO_KU_RELU: return x > 0 ? x : 0;
     case BILO_KU_SOFTPLUS: return log1pl(expl(x));
+    case BILO_KU_ERF: return erfl(x);
     case BILO_KU_SIGN: return x > 0 ? 1 : x < 0 ? -1 : 0;
     case BILO_KU_POW_SCALAR: return powl(x, p);
     case BILO_KU_ADD_SCALAR: return x + p;

@@ -140,7 +140,7 @@ static const unary_case unary_cases[] = {
     {"sin", bilo_sin, sin, false},            {"cos", bilo_cos, cos, false},
     {"tanh", bilo_tanh, tanh, false},         {"sigmoid", bilo_sigmoid, r_sigmoid, false},
     {"relu", bilo_relu, r_relu, false},       {"softplus", bilo_softplus, r_softplus, false},
-    {"sign", bilo_sign, r_sign, false},
+    {"erf", bilo_erf, erf, false},            {"sign", bilo_sign, r_sign, false},
 };
 
 /* Inputs avoid 0 (reciprocal) and stay above -1 (log1p). */
@@ -907,6 +907,134 @@ static void test_inplace(void)
     bilo_scope_end();
 }
 
+/* ==== sparse · dense ==================================================================== */
+
+/* A random rows x cols CSR matrix with about 10% of its entries set, built in the caller's
+   buffers (ptr [rows+1], idx and val [rows*cols]); returns nnz. */
+static int64_t random_csr(int64_t rows, int64_t cols, int seed, int64_t *ptr, int64_t *idx,
+                          double *val)
+{
+    int64_t nnz = 0;
+    ptr[0] = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < cols; j++)
+            if (pattern(i * cols + j, seed) > 0.8) {
+                idx[nnz] = j;
+                val[nnz] = pattern(nnz, seed + 1);
+                nnz++;
+            }
+        ptr[i + 1] = nnz;
+    }
+    return nnz;
+}
+
+/* f64 reference of A·d ([rows, n]) or Aᵀ·d ([cols, n]) from the CSR arrays. */
+static double *spmm_reference(const int64_t *ptr, const int64_t *idx, const double *val,
+                              int64_t rows, int64_t cols, const double *d, int64_t n, bool trans)
+{
+    double *out = calloc((size_t)((trans ? cols : rows) * n + 1), sizeof *out);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t k = ptr[i]; k < ptr[i + 1]; k++)
+            for (int64_t j = 0; j < n; j++) {
+                if (trans) out[idx[k] * n + j] += val[k] * d[i * n + j];
+                else out[i * n + j] += val[k] * d[idx[k] * n + j];
+            }
+    return out;
+}
+
+static void check_spmm_random(bilo_dtype dt, int64_t rows, int64_t cols, int64_t n, int seed)
+{
+    int64_t *ptr = malloc((size_t)(rows + 1) * sizeof *ptr);
+    int64_t *idx = malloc((size_t)(rows * cols + 1) * sizeof *idx);
+    double *val = malloc((size_t)(rows * cols + 1) * sizeof *val);
+    int64_t nnz = random_csr(rows, cols, seed, ptr, idx, val);
+    bilo_tensor *indptr = bilo_from_data(BILO_I64, BILO_SHAPE(rows + 1), ptr);
+    bilo_tensor *indices = bilo_from_data(BILO_I64, BILO_SHAPE(nnz), idx);
+    bilo_tensor *values = tensor_of(dt, 1, (int64_t[]){nnz}, val);
+    for (int t = 0; t < 2; t++) {
+        bool trans = t;
+        int64_t inner = trans ? rows : cols, out_rows = trans ? cols : rows;
+        bilo_tensor *d = patterned(dt, 2, (int64_t[]){inner, n}, seed + 2 + t, 1.0);
+        double *dv = values_of(d);
+        double *want = spmm_reference(ptr, idx, val, rows, cols, dv, n, trans);
+        bilo_tensor *y = bilo_spmm(indptr, indices, values, rows, cols, d, trans);
+        tap_ok(has_shape(y, 2, (int64_t[]){out_rows, n}), "spmm %s %lldx%lld (nnz %lld)%s x [%lld,%lld]: shape",
+               bilo_dtype_name(dt), (long long)rows, (long long)cols, (long long)nnz,
+               trans ? "ᵀ" : "", (long long)inner, (long long)n);
+        check_values(y, want, out_rows * n, 10 * tol_for(dt), "spmm %s %lldx%lld%s: matches the f64 loop",
+                     bilo_dtype_name(dt), (long long)rows, (long long)cols, trans ? "ᵀ" : "");
+        CHECK_THREADS(bilo_spmm(indptr, indices, values, rows, cols, d, trans),
+                      "spmm %s %lldx%lld%s x n=%lld: same bits at 1 and 2 threads",
+                      bilo_dtype_name(dt), (long long)rows, (long long)cols, trans ? "ᵀ" : "",
+                      (long long)n);
+        free(dv);
+        free(want);
+    }
+    free(ptr);
+    free(idx);
+    free(val);
+}
+
+static void test_spmm_errors(void)
+{
+    bilo_tensor *ptr = bilo_from_data(BILO_I64, BILO_SHAPE(3), (int64_t[]){0, 1, 2});
+    bilo_tensor *idx = bilo_from_data(BILO_I64, BILO_SHAPE(2), (int64_t[]){0, 2});
+    bilo_tensor *val = bilo_ones(BILO_F64, BILO_SHAPE(2));
+    bilo_tensor *d = bilo_ones(BILO_F64, BILO_SHAPE(3, 2));
+    check_error(bilo_spmm(bilo_cast(ptr, BILO_F64), idx, val, 2, 3, d, false), "bilo_spmm",
+                "an f64 indptr");
+    check_error(bilo_spmm(ptr, idx, val, 3, 3, d, false), "bilo_spmm", "indptr of 3 for 3 rows");
+    check_error(bilo_spmm(bilo_from_data(BILO_I64, BILO_SHAPE(3), (int64_t[]){0, 2, 1}), idx, val,
+                          2, 3, d, false),
+                "bilo_spmm", "an indptr ending below nnz");
+    check_error(bilo_spmm(bilo_from_data(BILO_I64, BILO_SHAPE(4), (int64_t[]){0, 2, 1, 2}), idx,
+                          val, 3, 3, d, false),
+                "bilo_spmm", "a decreasing indptr");
+    tap_ok(strstr(bilo_last_error(), "decreases") != NULL, "spmm: decreasing indptr message (%s)",
+           bilo_last_error());
+    check_error(bilo_spmm(ptr, bilo_from_data(BILO_I64, BILO_SHAPE(2), (int64_t[]){0, 3}), val, 2,
+                          3, d, false),
+                "bilo_spmm", "a column index 3 of 3 columns");
+    tap_ok(strstr(bilo_last_error(), "indices[1] = 3") != NULL, "spmm: out-of-range message (%s)",
+           bilo_last_error());
+    check_error(bilo_spmm(ptr, idx, bilo_ones(BILO_F64, BILO_SHAPE(3)), 2, 3, d, false),
+                "bilo_spmm", "3 values for 2 indices");
+    check_error(bilo_spmm(ptr, idx, val, 2, 3, bilo_ones(BILO_F64, BILO_SHAPE(2, 2)), false),
+                "bilo_spmm", "dense [2,2] for 3 columns");
+    tap_ok(strstr(bilo_last_error(), "[2,2]") != NULL, "spmm: shape message names the shape (%s)",
+           bilo_last_error());
+    check_error(bilo_spmm(ptr, idx, val, 2, 3, d, true), "bilo_spmm", "dense [3,2] for Aᵀ of 2 rows");
+    check_error(bilo_spmm(ptr, idx, val, 2, 3, bilo_ones(BILO_F32, BILO_SHAPE(3, 2)), false),
+                "bilo_spmm", "f64 values with f32 dense");
+    check_error(bilo_spmm(ptr, idx, val, -1, 3, d, false), "bilo_spmm", "negative rows");
+    bilo_clear_error();
+    tap_ok(!bilo_spmm(ptr, idx, NULL, 2, 3, d, false) && bilo_errcode() == 0,
+           "spmm: a NULL operand propagates without a new error");
+}
+
+static void test_spmm(void)
+{
+    bilo_scope_begin();
+    /* A = [[0,1,0,2],[0,0,0,0],[-1,0,3,0]] */
+    bilo_tensor *ptr = bilo_from_data(BILO_I64, BILO_SHAPE(4), (int64_t[]){0, 2, 2, 4});
+    bilo_tensor *idx = bilo_from_data(BILO_I64, BILO_SHAPE(4), (int64_t[]){1, 3, 0, 2});
+    for (int di = 0; di < 2; di++) {
+        bilo_dtype dt = dtypes[di];
+        bilo_tensor *val = tensor_of(dt, 1, (int64_t[]){4}, (double[]){1, 2, -1, 3});
+        bilo_tensor *d = tensor_of(dt, 2, (int64_t[]){4, 2}, (double[]){1, 2, 3, 4, 5, 6, 7, 8});
+        bilo_tensor *e = tensor_of(dt, 2, (int64_t[]){3, 2}, (double[]){1, 2, 3, 4, 5, 6});
+        check_values(bilo_spmm(ptr, idx, val, 3, 4, d, false), (double[]){17, 20, 0, 0, 14, 16}, 6,
+                     0, "spmm %s A·D by hand (empty row gives zeros)", bilo_dtype_name(dt));
+        check_values(bilo_spmm(ptr, idx, val, 3, 4, e, true),
+                     (double[]){-5, -6, 1, 2, 15, 18, 2, 4}, 8, 0, "spmm %s Aᵀ·E by hand",
+                     bilo_dtype_name(dt));
+        check_spmm_random(dt, 300, 200, 70, 80 + di);
+        check_spmm_random(dt, 7, 5, 3, 90 + di);
+    }
+    test_spmm_errors();
+    bilo_scope_end();
+}
+
 int main(void)
 {
     test_unary();
@@ -917,6 +1045,7 @@ int main(void)
     test_matmul();
     test_errors();
     test_inplace();
+    test_spmm();
     bilo_mem_trim();
     return tap_done();
 }

@@ -11,8 +11,8 @@
 /* Unary kernels y[i] = f(x[i]; p); p is the scalar of pow/add/mul/rsub, unused otherwise. */
 #define BILO_UNARY_KERNELS(X)                                                                 \
     X(NEG) X(ABS) X(EXP) X(LOG) X(LOG1P) X(EXPM1) X(SQRT) X(RSQRT) X(SQUARE) X(RECIPROCAL)   \
-    X(SIN) X(COS) X(TANH) X(SIGMOID) X(RELU) X(SOFTPLUS) X(SIGN) X(POW_SCALAR) X(ADD_SCALAR) \
-    X(MUL_SCALAR) X(RSUB_SCALAR)
+    X(SIN) X(COS) X(TANH) X(SIGMOID) X(RELU) X(SOFTPLUS) X(ERF) X(SIGN) X(POW_SCALAR)        \
+    X(ADD_SCALAR) X(MUL_SCALAR) X(RSUB_SCALAR)
 
 /* Binary kernels y[i] = a[i*sa] (op) b[i*sb] with strides sa, sb in {0, 1}. Comparisons
    write 1 or 0. */

@@ -6,8 +6,9 @@
    - f32 tanh uses Sleef_tanhf8_u35avx2 (max 3.5 ulp): 0.63 ns against 2.03 ns for u10.
      tanh is the hot activation of f32 models, and 3.5 ulp (~4e-7 relative) is far below
      f32 training noise.
-   - every other f32 function uses u10 (max 1 ulp): exp is u10-only; log, sin and cos are
-     about 2x faster at u35 but are not hot in f32 models, so they keep the default accuracy.
+   - every other f32 function uses u10 (max 1 ulp): exp and erf are u10-only; log, sin and
+     cos are about 2x faster at u35 but are not hot in f32 models, so they keep the default
+     accuracy.
    - f64 uses u10 everywhere: f64 is what gradcheck and exact hypergradients rely on.
    sigmoid and softplus are composed from exp and log1p of -|x|, as in the scalar reference,
    so neither overflows and sigmoid keeps full relative accuracy for x << 0.
@@ -33,6 +34,8 @@
 #define COS_f64 Sleef_cosd4_u10avx2
 #define TANH_f32 Sleef_tanhf8_u35avx2
 #define TANH_f64 Sleef_tanhd4_u10avx2
+#define ERF_f32 Sleef_erff8_u10avx2
+#define ERF_f64 Sleef_erfd4_u10avx2
 #define POW_f32 Sleef_powf8_u10avx2
 #define POW_f64 Sleef_powd4_u10avx2
 
@@ -70,6 +73,7 @@
         const VEC_##S soft = LOG1P_##S(EXP_##S(neg_abs_##S(x)));                       \
         return ADD_##S(soft, MAX_##S(x, zero_##S()));                                  \
     }                                                                                  \
+    VOP_(S, ERF) { return ERF_##S(x); }                                                \
     VOP_(S, SIGN)                                                                      \
     {                                                                                  \
         const VEC_##S pos = AND_##S(CMP_##S(x, zero_##S(), _CMP_GT_OQ), one_##S());    \

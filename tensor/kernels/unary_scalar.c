@@ -21,6 +21,7 @@ static double k_RECIPROCAL(double x, double p) { return 1.0 / x; }
 static double k_SIN(double x, double p) { return sin(x); }
 static double k_COS(double x, double p) { return cos(x); }
 static double k_TANH(double x, double p) { return tanh(x); }
+static double k_ERF(double x, double p) { return erf(x); }
 static double k_RELU(double x, double p) { return x > 0 ? x : 0.0; }
 static double k_SIGN(double x, double p) { return (double)((x > 0) - (x < 0)); }
 static double k_POW_SCALAR(double x, double p) { return pow(x, p); }
