@@ -79,6 +79,9 @@ BILO_API bilo_tensor *bilo_csr_values(const bilo_csr *m);
 BILO_API bilo_tensor *bilo_csr_to_dense(const bilo_csr *m);
 /* The rows picked by a 1-D BILO_I64 index, in its order (a minibatch of a sparse dataset). */
 BILO_API bilo_csr *bilo_csr_select_rows(const bilo_csr *m, bilo_tensor *index);
+/* m·dense ([rows, n]) for dense [cols, n] of the values' dtype, by bilo_spmm: differentiable
+   in dense and in the matrix's values. */
+BILO_API bilo_tensor *bilo_csr_matmul(const bilo_csr *a, bilo_tensor *dense);
 
 /* LIBSVM / SVMlight text: one sample per line, "<label> [qid:<q>] <index>:<value> ...", indices
    1-based and strictly ascending, '#' starts a comment, blank lines skipped, CRLF accepted.
@@ -212,8 +215,9 @@ BILO_API bilo_tensor *bilo_nn_linear(bilo_tensor *x, bilo_tensor *W, bilo_tensor
 /* Activations, elementwise. */
 BILO_API bilo_tensor *bilo_nn_leaky_relu(bilo_tensor *x, double negative_slope); /* x<0: s·x */
 BILO_API bilo_tensor *bilo_nn_elu(bilo_tensor *x, double alpha); /* x<0: alpha·(e^x - 1) */
-/* GELU in its tanh form, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): the exact form needs
-   erf, which is not a bilo op. */
+/* GELU, exactly 0.5·x·(1 + erf(x/√2)), and its tanh approximation
+   0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+BILO_API bilo_tensor *bilo_nn_gelu(bilo_tensor *x);
 BILO_API bilo_tensor *bilo_nn_gelu_tanh(bilo_tensor *x);
 
 /* [n, d1, d2, ...] → [n, d1·d2·...], keeping the batch axis (a view). */
@@ -269,6 +273,71 @@ BILO_API int bilo_nn_init_xavier_normal(bilo_tensor *t, double gain, bilo_rng *r
 BILO_API int bilo_nn_init_kaiming_uniform(bilo_tensor *t, double negative_slope, bilo_rng *rng);
 BILO_API int bilo_nn_init_kaiming_normal(bilo_tensor *t, double negative_slope, bilo_rng *rng);
 
+
+/* ---- convolution, pooling, normalization, CNN ---- */
+/*
+ * Images are NCHW. Like the layers above these are compositions of public ops (conv2d and
+ * pooling go through bilo_im2col), so they differentiate twice with no rule of their own.
+ */
+
+/* Geometry of a 2-D convolution; every field left at 0 takes its default. */
+typedef struct {
+    int stride_h, stride_w; /* >= 1; 1 when 0 */
+    int pad_h, pad_w;       /* zero padding on both sides, >= 0; 0 (default) */
+    int dil_h, dil_w;       /* dilation, >= 1; 1 when 0 */
+} bilo_conv2d_opts;
+
+/* Cross-correlation of x [N, C, H, W] with weight [O, C, kh, kw], plus bias [O] (or NULL):
+   result [N, O, OH, OW], OH = (H + 2·pad_h − dil_h·(kh−1) − 1) / stride_h + 1 (OW likewise),
+   which must be >= 1. opts NULL: stride 1, no padding, no dilation. */
+BILO_API bilo_tensor *bilo_nn_conv2d(bilo_tensor *x, bilo_tensor *weight, bilo_tensor *bias,
+                                     const bilo_conv2d_opts *opts);
+
+/* Pooling over square windows of x [N, C, H, W]: kernel >= 1, stride >= 1 (0: kernel),
+   padding in [0, kernel/2] (as PyTorch). Max pooling ignores padded taps (they never win);
+   average pooling counts them as zeros and divides by kernel² (PyTorch's default
+   count_include_pad). The max shares its gradient equally among tied maxima. */
+BILO_API bilo_tensor *bilo_nn_max_pool2d(bilo_tensor *x, int kernel, int stride, int padding);
+BILO_API bilo_tensor *bilo_nn_avg_pool2d(bilo_tensor *x, int kernel, int stride, int padding);
+
+/* Batch normalization of x [N, C] or [N, C, H, W] per channel C:
+   gamma·(x − mean)/√(var + eps) + beta, gamma and beta [C] (NULL: 1 and 0).
+   training: mean and biased var over all axes but C (N·H·W >= 2 values); then, when
+   running_mean and running_var ([C], x's dtype) are given, they are updated in place and
+   not recorded, as PyTorch does: r ← (1 − momentum)·r + momentum·s, with the unbiased
+   variance for running_var. Not training: the running statistics (required) are used.
+   momentum in [0, 1] (PyTorch: 0.1), eps > 0 (PyTorch: 1e-5). */
+BILO_API bilo_tensor *bilo_nn_batch_norm(bilo_tensor *x, bilo_tensor *gamma, bilo_tensor *beta,
+                                         bilo_tensor *running_mean, bilo_tensor *running_var,
+                                         bool training, double momentum, double eps);
+
+/* The 4-block CNN of few-shot learning (MAML, prototypical networks): 4 × [conv 3×3 pad 1,
+   batch norm, ReLU, max pool 2] with `hidden` channels, then a linear head on the flattened
+   features. Batch norm uses momentum 0.1 and eps 1e-5. */
+typedef struct {
+    int64_t in_channels;   /* 1 when 0 */
+    int64_t height, width; /* input size, >= 16 each (e.g. 28 for Fashion-MNIST) */
+    int64_t hidden;        /* 64 when 0 */
+    int64_t n_classes;     /* >= 1 (required) */
+    bilo_dtype dtype;      /* BILO_F32 (default) or BILO_F64 */
+} bilo_nn_cnn4;
+
+/* Parameter tensors: 4 per block (conv weight [hidden, in, 3, 3], conv bias, BN gamma, BN
+   beta, each [hidden]) then the head W [hidden·h·w, n_classes] and b [n_classes]: 18.
+   Negative when the description is invalid. */
+BILO_API int bilo_nn_cnn4_num_tensors(const bilo_nn_cnn4 *m);
+BILO_API int64_t bilo_nn_cnn4_num_params(const bilo_nn_cnn4 *m);
+/* New parameters into params[0..17]: conv weights Kaiming-uniform (ReLU) and the head W
+   Xavier-uniform, both from rng; biases and beta 0, gamma 1. */
+BILO_API int bilo_nn_cnn4_init(const bilo_nn_cnn4 *m, bilo_rng *rng, bilo_tensor **params);
+/* Running statistics (8 tensors [hidden]: mean then var of each block) into stats: means 0,
+   variances 1. They are state, not parameters: save them with bilo_save_params too. */
+BILO_API int bilo_nn_cnn4_init_stats(const bilo_nn_cnn4 *m, bilo_tensor **stats);
+/* Logits [N, n_classes] of x [N, in_channels, height, width]. training: batch statistics,
+   and stats (may be NULL) are updated in place; otherwise stats (required) are used. */
+BILO_API bilo_tensor *bilo_nn_cnn4_forward(const bilo_nn_cnn4 *m, bilo_tensor *const *params,
+                                           bilo_tensor *const *stats, bilo_tensor *x,
+                                           bool training);
 
 /* ---- optimizers, schedules, models ---- */
 /*

@@ -241,6 +241,12 @@ BILO_API bilo_tensor *bilo_csr_to_dense(const bilo_csr *m)
     return out;
 }
 
+BILO_API bilo_tensor *bilo_csr_matmul(const bilo_csr *a, bilo_tensor *dense)
+{
+    if (!a || !dense) return NULL;
+    return bilo_spmm(a->indptr, a->indices, a->values, a->rows, a->cols, dense, false);
+}
+
 /* New tensor taken out of every scope, for a matrix to own. */
 static bilo_tensor *owned_vector(const char *op, bilo_dtype dtype, int64_t n)
 {

@@ -57,6 +57,13 @@ BILO_API bilo_tensor *bilo_nn_gelu_tanh(bilo_tensor *x)
     COMPOSE(bilo_mul(bilo_mul_scalar(x, 0.5), bilo_add_scalar(bilo_tanh(gelu_tanh_arg(x)), 1.0)));
 }
 
+BILO_API bilo_tensor *bilo_nn_gelu(bilo_tensor *x)
+{
+    if (!x) return NULL;
+    COMPOSE(bilo_mul(bilo_mul_scalar(x, 0.5),
+                     bilo_add_scalar(bilo_erf(bilo_mul_scalar(x, 1.0 / sqrt(2.0))), 1.0)));
+}
+
 BILO_API bilo_tensor *bilo_nn_flatten(bilo_tensor *x)
 {
     if (!x) return NULL;

@@ -520,6 +520,13 @@ static void test_libsvm_valid(void)
                 !memcmp(bilo_data(bilo_csr_values(m)), want_val, sizeof want_val);
     tap_ok(same, "libsvm csr: indptr, 0-based indices and values as in the file");
     tap_ok(dense_matches(bilo_csr_to_dense(m), 4), "csr to dense equals the file's matrix");
+    bilo_tensor *rhs = bilo_from_data(BILO_F64, BILO_SHAPE(4, 2),
+                                      (double[]){1, -1, 2, 0.5, -3, 4, 0.25, 8});
+    bilo_tensor *product = bilo_csr_matmul(m, rhs), *want = bilo_matmul(bilo_csr_to_dense(m), rhs);
+    bool equal = product && bilo_dim(product, 0) == 3 && bilo_dim(product, 1) == 2;
+    for (int64_t i = 0; equal && i < 6; i++)
+        equal = fabs(bilo_get_flat(product, i) - bilo_get_flat(want, i)) <= 1e-12;
+    tap_ok(equal, "csr matmul equals to_dense · dense");
     bilo_csr *sub = bilo_csr_select_rows(m, bilo_from_data(BILO_I64, BILO_SHAPE(2),
                                                             (int64_t[]){2, 0}));
     const int64_t sub_ptr[] = {0, 2, 4}, sub_idx[] = {0, 3, 0, 2};

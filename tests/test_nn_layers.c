@@ -3,6 +3,7 @@
    by plain gradient descent. */
 #include "bilo_autograd.h"
 #include "bilo_nn.h"
+#include "checks.h"
 #include "tap.h"
 
 #include <math.h>
@@ -22,35 +23,6 @@ static bilo_tensor *param(bilo_tensor *t)
 {
     bilo_set_requires_grad(t, true);
     return t;
-}
-
-/* Largest |t[i] - want[i]|. */
-static double max_diff(bilo_tensor *t, const double *want, int64_t n)
-{
-    if (!t || bilo_numel(t) != n) return INFINITY;
-    double worst = 0;
-    for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(bilo_get_flat(t, i) - want[i]));
-    return worst;
-}
-
-static void check_derivatives(const char *name, bilo_fnN fn, bilo_tensor *const *in, int n,
-                              void *user)
-{
-    bilo_gradcheck_result r;
-    int rc = bilo_gradcheck(fn, in, n, user, NULL, &r);
-    tap_ok(rc == 0 && r.passed, "%s: gradcheck (max err %.3g)", name, r.max_abs_err);
-    if (rc || !r.passed) tap_diag("%s", rc ? bilo_last_error() : r.message);
-    rc = bilo_gradgradcheck(fn, in, n, user, NULL, &r);
-    tap_ok(rc == 0 && r.passed, "%s: gradgradcheck (max err %.3g)", name, r.max_abs_err);
-    if (rc || !r.passed) tap_diag("%s", rc ? bilo_last_error() : r.message);
-}
-
-static void check_error(bool failed, int code, const char *needle, const char *name)
-{
-    tap_ok(failed && bilo_errcode() == code && strstr(bilo_last_error(), needle), "%s", name);
-    if (!(failed && bilo_errcode() == code && strstr(bilo_last_error(), needle)))
-        tap_diag("code %d, message \"%s\"", bilo_errcode(), bilo_last_error());
-    bilo_clear_error();
 }
 
 /* ---- layers ---- */
@@ -94,9 +66,13 @@ static bilo_tensor *fn_elu(bilo_tensor *const *in, void *u)
 {
     return bilo_nn_elu(in[0], 1.5);
 }
-static bilo_tensor *fn_gelu(bilo_tensor *const *in, void *u)
+static bilo_tensor *fn_gelu_tanh(bilo_tensor *const *in, void *u)
 {
     return bilo_nn_gelu_tanh(in[0]);
+}
+static bilo_tensor *fn_gelu(bilo_tensor *const *in, void *u)
+{
+    return bilo_nn_gelu(in[0]);
 }
 
 static void test_activations(void)
@@ -105,16 +81,18 @@ static void test_activations(void)
     /* Kinks at 0 are avoided: finite differences there see neither side. */
     const double xv[] = {-3, -0.7, -0.2, 0.3, 1.1, 2.5};
     bilo_tensor *x = f64(BILO_SHAPE(6), xv);
-    double leaky[6], elu[6], gelu[6];
+    double leaky[6], elu[6], gelu_tanh[6], gelu[6];
     for (int i = 0; i < 6; i++) {
         double v = xv[i];
         leaky[i] = v > 0 ? v : 0.1 * v;
         elu[i] = v > 0 ? v : 1.5 * (exp(v) - 1);
-        gelu[i] = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+        gelu_tanh[i] = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+        gelu[i] = 0.5 * v * (1 + erf(v / sqrt(2.0)));
     }
     tap_ok(max_diff(bilo_nn_leaky_relu(x, 0.1), leaky, 6) < 1e-15, "leaky_relu values");
     tap_ok(max_diff(bilo_nn_elu(x, 1.5), elu, 6) < 1e-15, "elu values");
-    tap_ok(max_diff(bilo_nn_gelu_tanh(x), gelu, 6) < 1e-15, "gelu_tanh values");
+    tap_ok(max_diff(bilo_nn_gelu_tanh(x), gelu_tanh, 6) < 1e-15, "gelu_tanh values");
+    tap_ok(max_diff(bilo_nn_gelu(x), gelu, 6) < 1e-15, "gelu (erf form) values");
     /* Known GELU points: gelu(0) = 0 and gelu(x) - gelu(-x) = x. */
     const double pm[] = {0, 1.3, -1.3};
     bilo_tensor *g = bilo_nn_gelu_tanh(f64(BILO_SHAPE(3), pm));
@@ -124,7 +102,8 @@ static void test_activations(void)
     bilo_tensor *in[] = {param(x)};
     check_derivatives("leaky_relu", fn_leaky, in, 1, NULL);
     check_derivatives("elu", fn_elu, in, 1, NULL);
-    check_derivatives("gelu_tanh", fn_gelu, in, 1, NULL);
+    check_derivatives("gelu_tanh", fn_gelu_tanh, in, 1, NULL);
+    check_derivatives("gelu", fn_gelu, in, 1, NULL);
     bilo_scope_end();
 }
 
@@ -449,7 +428,7 @@ static void test_null_propagation(void)
     bilo_rng rng = bilo_rng_make(1, 1);
     bool all_null = !bilo_nn_linear(NULL, x, NULL) && !bilo_nn_linear(x, NULL, NULL) &&
                     !bilo_nn_leaky_relu(NULL, 0.1) && !bilo_nn_elu(NULL, 1) &&
-                    !bilo_nn_gelu_tanh(NULL) && !bilo_nn_flatten(NULL) &&
+                    !bilo_nn_gelu(NULL) && !bilo_nn_gelu_tanh(NULL) && !bilo_nn_flatten(NULL) &&
                     !bilo_nn_embedding(NULL, labels) && !bilo_nn_embedding(x, NULL) &&
                     !bilo_nn_dropout(NULL, 0.5, true, &rng) &&
                     !bilo_nn_cross_entropy(NULL, labels, BILO_REDUCE_MEAN) &&

@@ -1,8 +1,9 @@
 """PyTorch peer of bench/bench_nn.c: one training step (forward + backward + Adam) of the MLP
-784-256-256-10 (ReLU, softmax cross-entropy) at the given batch, f32, printed as `key value`
+784-256-256-10 (ReLU, softmax cross-entropy) or of the 4-block CNN (conv3x3-BN-ReLU-maxpool2
+x4, 64 channels, linear head, 28x28 inputs) at the given batch, f32, printed as `key value`
 lines that the C benchmark reads and divides by.
 
-  mlp_<threads>t_step_ms   ms per step, the mean of one timed block of --steps steps
+  <model>_<threads>t_step_ms   ms per step, the mean of one timed block of --steps steps
 
 The C program runs this script once per thread count and round, right after its own block,
 with OMP_WAIT_POLICY=PASSIVE (torch's best setting on small machines, see
@@ -40,20 +41,59 @@ def mlp_logits(params, x):
     return h
 
 
+def make_cnn(batch, hidden=64, classes=10):
+    """Parameters laid out as bilo_nn_cnn4's: per block conv W, conv b, BN gamma, BN beta; then
+    the head W [hidden, classes] and b; plus the running statistics (updated in training)."""
+    gen = torch.Generator().manual_seed(2)
+    params, stats = [], []
+    cin = 1
+    for _ in range(4):
+        bound = math.sqrt(6.0 / (cin * 9))
+        params += [(torch.rand(hidden, cin, 3, 3, generator=gen) * 2 - 1) * bound,
+                   torch.zeros(hidden), torch.ones(hidden), torch.zeros(hidden)]
+        stats += [torch.zeros(hidden), torch.ones(hidden)]
+        cin = hidden
+    bound = math.sqrt(6.0 / (hidden + classes))
+    params += [(torch.rand(hidden, classes, generator=gen) * 2 - 1) * bound, torch.zeros(classes)]
+    for p in params:
+        p.requires_grad_(True)
+    x = torch.randn(batch, 1, 28, 28, generator=gen)
+    labels = torch.arange(batch) % classes
+    return params, stats, x, labels
+
+
+def cnn_logits(params, stats, x):
+    F = torch.nn.functional
+    h = x
+    for b in range(4):
+        w, bias, gamma, beta = params[4 * b:4 * b + 4]
+        h = F.conv2d(h, w, bias, padding=1)
+        h = F.batch_norm(h, stats[2 * b], stats[2 * b + 1], gamma, beta, training=True,
+                         momentum=0.1, eps=1e-5)
+        h = F.max_pool2d(torch.relu(h), 2)
+    return h.flatten(1) @ params[16] + params[17]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     args = parser.parse_args()
 
-    params, x, labels = make_mlp(args.batch)
+    if args.model == "mlp":
+        params, x, labels = make_mlp(args.batch)
+        logits = lambda: mlp_logits(params, x)
+    else:
+        params, stats, x, labels = make_cnn(args.batch)
+        logits = lambda: cnn_logits(params, stats, x)
     opt = torch.optim.Adam(params, lr=1e-3)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(mlp_logits(params, x), labels).backward()
+        torch.nn.functional.cross_entropy(logits(), labels).backward()
         opt.step()
 
     for threads in (int(t) for t in args.threads.split(",")):
@@ -64,7 +104,7 @@ def main():
         for _ in range(args.steps):
             step()
         ms = (time.perf_counter() - t0) * 1e3 / args.steps
-        print(f"mlp_{threads}t_step_ms {ms:.3f}", flush=True)
+        print(f"{args.model}_{threads}t_step_ms {ms:.3f}", flush=True)
 
 
 if __name__ == "__main__":
