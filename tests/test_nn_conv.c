@@ -7,7 +7,10 @@
 #include "tap.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static bilo_rng rng;
 
@@ -304,6 +307,27 @@ static void test_cnn4(void)
         bilo_scope_end();
     }
     tap_ok(last < 0.7 * first, "cnn4: 8 gradient steps lower the loss (%.4f -> %.4f)", first, last);
+
+    /* Parameters and running statistics through one file into a fresh model. */
+    bilo_tensor *saved[T + 8], *fresh[T + 8];
+    for (int i = 0; i < T; i++) saved[i] = p[i];
+    for (int i = 0; i < 8; i++) saved[T + i] = stats[i];
+    bilo_rng other = bilo_rng_make(8, 0);
+    bilo_nn_cnn4_init(&m, &other, fresh);
+    bilo_nn_cnn4_init_stats(&m, fresh + T);
+    char path[] = "/tmp/bilo_cnn4_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    int saved_rc = bilo_save_params(path, saved, T + 8);
+    int loaded_rc = bilo_load_params(path, fresh, T + 8);
+    remove(path);
+    bilo_tensor *want = bilo_nn_cnn4_forward(&m, p, stats, x, false);
+    bilo_tensor *got = bilo_nn_cnn4_forward(&m, fresh, fresh + T, x, false);
+    double reload_diff = INFINITY;
+    if (want && got)
+        reload_diff = max_diff(got, (const double *)bilo_data(want), bilo_numel(want));
+    tap_ok(saved_rc == 0 && loaded_rc == 0 && reload_diff == 0,
+           "cnn4: saved and reloaded parameters and statistics give identical eval logits");
     bilo_scope_end();
     for (int i = 0; i < T; i++) bilo_release(p[i]);
     for (int i = 0; i < 8; i++) bilo_release(stats[i]);
