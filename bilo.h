@@ -5,5 +5,6 @@
 #include "bilo_tensor.h"
 #include "bilo_autograd.h"
 #include "bilo_nn.h"
+#include "bilo_bilevel.h"
 
 #endif

@@ -1,0 +1,340 @@
+/* The estimator interface: construction (by options struct or by name with a key=value
+   string), hypergradient at a point, outer step, cost report. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bilevel_impl.h"
+#include "tensor_impl.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool check_problem(const bilo_problem *p)
+{
+    if (!p || !p->x || !p->y || !p->lower || !p->upper) {
+        bilo__fail(BILO_ENULL, "bilo_estimator: the problem needs x, y, lower and upper");
+        return false;
+    }
+    if (p->n_x < 1 || p->n_y < 1) {
+        bilo__fail(BILO_EINVAL, "bilo_estimator: n_x = %d and n_y = %d must be >= 1", p->n_x,
+                   p->n_y);
+        return false;
+    }
+    for (int i = 0; i < p->n_x + p->n_y; i++) {
+        bilo_tensor *t = i < p->n_x ? p->x[i] : p->y[i - p->n_x];
+        if (!t) {
+            bilo__fail(BILO_ENULL, "bilo_estimator: %s[%d] is NULL", i < p->n_x ? "x" : "y",
+                       i < p->n_x ? i : i - p->n_x);
+            return false;
+        }
+        if (!bilo__check_float("bilo_estimator", t)) return false;
+    }
+    return true;
+}
+
+static void release_list(bilo_tensor **ts, int n)
+{
+    if (!ts) return;
+    for (int i = 0; i < n; i++) bilo_release(ts[i]);
+    free(ts);
+}
+
+static bilo_tensor **retained_copy(bilo_tensor *const *ts, int n, bool clone)
+{
+    bilo_tensor **out = calloc((size_t)n, sizeof *out);
+    if (!out) return bilo__fail(BILO_ENOMEM, "bilo_estimator: out of memory");
+    bool ok = true;
+    bilo_no_grad_begin();
+    for (int i = 0; i < n; i++) {
+        out[i] = clone ? bilo_keep(bilo_clone(ts[i])) : bilo_retain(ts[i]);
+        ok = ok && out[i];
+    }
+    bilo_no_grad_end();
+    if (ok) return out;
+    release_list(out, n);
+    return NULL;
+}
+
+bilo_estimator *bilo__estimator_create(const bilo__estimator_vt *vt, const bilo_problem *p,
+                                       const bilo_inner_opts *inner)
+{
+    if (!check_problem(p)) return NULL;
+    bilo_estimator *e = calloc(1, sizeof *e);
+    if (!e) return bilo__fail(BILO_ENOMEM, "bilo_estimator: out of memory");
+    e->vt = vt;
+    e->prob = *p;
+    e->inner = inner ? *inner : (bilo_inner_opts){0};
+    if (e->inner.T == 0) e->inner.T = 100;
+    if (e->inner.T < 0 || e->inner.tol < 0) {
+        bilo_estimator_free(e);
+        return bilo__fail(BILO_EINVAL, "bilo_estimator: inner T = %d and tol = %g must be >= 0",
+                          e->inner.T, e->inner.tol);
+    }
+    e->x = retained_copy(p->x, p->n_x, false);
+    e->y = retained_copy(p->y, p->n_y, false);
+    e->y_init = retained_copy(p->y, p->n_y, true);
+    e->v = calloc((size_t)p->n_y, sizeof *e->v);
+    if (!e->x || !e->y || !e->y_init || !e->v ||
+        !(e->inner_opt = bilo_optim_new(&e->inner.optim, e->y, p->n_y))) {
+        bilo_estimator_free(e);
+        return NULL;
+    }
+    e->prob.x = e->x;
+    e->prob.y = e->y;
+    return e;
+}
+
+void bilo_estimator_free(bilo_estimator *e)
+{
+    if (!e) return;
+    release_list(e->x, e->prob.n_x);
+    release_list(e->y, e->prob.n_y);
+    release_list(e->y_init, e->prob.n_y);
+    release_list(e->v, e->prob.n_y);
+    bilo_optim_free(e->inner_opt);
+    free(e);
+}
+
+const char *bilo_estimator_name(const bilo_estimator *e) { return e ? e->vt->name : NULL; }
+const char *bilo_estimator_message(const bilo_estimator *e) { return e ? e->message : ""; }
+
+void bilo_estimator_report(const bilo_estimator *e, bilo_cost *last, bilo_cost *total)
+{
+    if (!e) return;
+    if (last) *last = e->last;
+    if (total) *total = e->total;
+}
+
+/* Starts a costed unit of work (a step or a direct hypergradient call). */
+static double cost_begin(bilo_estimator *e)
+{
+    e->last = (bilo_cost){0};
+    e->message[0] = '\0';
+    bilo_mem_reset_peak();
+    return now_seconds();
+}
+
+static void cost_end(bilo_estimator *e, double t0, bool is_step)
+{
+    bilo_mem_stats ms;
+    bilo_mem_get_stats(&ms);
+    e->last.seconds = now_seconds() - t0;
+    e->last.peak_bytes = ms.peak_bytes;
+    e->last.steps = is_step;
+    bilo_cost *t = &e->total;
+    t->f_grads += e->last.f_grads;
+    t->g_grads += e->last.g_grads;
+    t->hvps += e->last.hvps;
+    t->inner_iters += e->last.inner_iters;
+    t->steps += e->last.steps;
+    t->seconds += e->last.seconds;
+    if (e->last.peak_bytes > t->peak_bytes) t->peak_bytes = e->last.peak_bytes;
+}
+
+/* Hypergradient at (x, y) inside the current scope, checked for NaN/Inf. */
+static int scoped_hypergradient(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
+                                bilo_tensor **grads)
+{
+    bilo_tensor *xa[e->prob.n_x], *ya[e->prob.n_y];
+    int rc = bilo__grad_aliases(x, e->prob.n_x, xa);
+    if (rc == 0) rc = bilo__grad_aliases(y, e->prob.n_y, ya);
+    if (rc == 0) rc = e->vt->hypergradient(e, xa, ya, grads);
+    if (rc == 0) rc = bilo__check_finite(e, "hypergradient", grads, e->prob.n_x);
+    return rc;
+}
+
+int bilo_estimator_hypergradient(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
+                                 bilo_tensor **grads)
+{
+    if (!e || !x || !y || !grads)
+        return bilo__fail_code(BILO_ENULL, "bilo_estimator_hypergradient: NULL argument");
+    for (int i = 0; i < e->prob.n_x; i++) grads[i] = NULL;
+    double t0 = cost_begin(e);
+    bilo_scope_begin();
+    int rc = scoped_hypergradient(e, x, y, grads);
+    for (int i = 0; i < e->prob.n_x; i++) {
+        if (rc == 0) bilo_scope_return(grads[i]);
+        else grads[i] = NULL;
+    }
+    bilo_scope_end();
+    cost_end(e, t0, false);
+    return rc;
+}
+
+static int default_step_grads(bilo_estimator *e, bilo_tensor **grads)
+{
+    int rc = bilo__inner_solve(e);
+    return rc < 0 ? rc : scoped_hypergradient(e, e->x, e->y, grads);
+}
+
+int bilo_estimator_step(bilo_estimator *e, bilo_optim *outer)
+{
+    if (!e || !outer) return bilo__fail_code(BILO_ENULL, "bilo_estimator_step: NULL argument");
+    double t0 = cost_begin(e);
+    bilo_tensor *grads[e->prob.n_x];
+    bilo_scope_begin();
+    int rc = e->vt->step_grads ? e->vt->step_grads(e, grads) : default_step_grads(e, grads);
+    if (rc == 0) rc = bilo_optim_step(outer, grads);
+    bilo_scope_end();
+    cost_end(e, t0, true);
+    return rc;
+}
+
+/* ---- construction by name ---------------------------------------------------------- */
+
+typedef struct {
+    bilo_inner_opts inner;
+    int truncate, K;
+    double eta;
+    bool warm_v;
+} any_opts;
+
+enum { M_EXACT = 1, M_ITD = 2, M_AID = 4, M_ALL = 7 };
+
+typedef struct {
+    const char *name;
+    int methods;
+    int (*set)(any_opts *o, const char *value); /* 0 or -1 for a bad value */
+} option_key;
+
+static int parse_int(const char *s, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 0 || v > 1000000000) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= 0) || v > 1e300) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    if (strcmp(s, "0") && strcmp(s, "1")) return -1;
+    *out = s[0] == '1';
+    return 0;
+}
+
+static int set_T(any_opts *o, const char *v) { return parse_int(v, &o->inner.T); }
+static int set_lr(any_opts *o, const char *v) { return parse_double(v, &o->inner.optim.lr); }
+static int set_momentum(any_opts *o, const char *v)
+{
+    return parse_double(v, &o->inner.optim.momentum);
+}
+static int set_reset(any_opts *o, const char *v) { return parse_bool(v, &o->inner.reset); }
+static int set_tol(any_opts *o, const char *v) { return parse_double(v, &o->inner.tol); }
+static int set_truncate(any_opts *o, const char *v) { return parse_int(v, &o->truncate); }
+static int set_K(any_opts *o, const char *v) { return parse_int(v, &o->K); }
+static int set_eta(any_opts *o, const char *v) { return parse_double(v, &o->eta); }
+static int set_warm_v(any_opts *o, const char *v) { return parse_bool(v, &o->warm_v); }
+static int set_optim(any_opts *o, const char *v)
+{
+    static const char *const kinds[] = {"sgd", "adam", "adamw"};
+    for (int k = 0; k < 3; k++)
+        if (!strcmp(v, kinds[k])) {
+            o->inner.optim.kind = (bilo_optim_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+static const option_key option_keys[] = {
+    {"T", M_ALL, set_T},           {"lr", M_ALL, set_lr},     {"momentum", M_ALL, set_momentum},
+    {"optim", M_ALL, set_optim},   {"reset", M_ALL, set_reset}, {"tol", M_ALL, set_tol},
+    {"truncate", M_ITD, set_truncate}, {"K", M_AID, set_K},     {"eta", M_AID, set_eta},
+    {"warm_v", M_AID, set_warm_v},
+};
+
+static int apply_option(const char *method, int mask, char *item, any_opts *o)
+{
+    char *eq = strchr(item, '=');
+    if (!eq)
+        return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: option '%s' for %s is not "
+                               "key=value", item, method);
+    *eq = '\0';
+    for (size_t k = 0; k < sizeof option_keys / sizeof *option_keys; k++) {
+        const option_key *ok = &option_keys[k];
+        if (strcmp(item, ok->name) || !(ok->methods & mask)) continue;
+        if (ok->set(o, eq + 1) < 0)
+            return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: bad value '%s' for option "
+                                   "%s of %s", eq + 1, item, method);
+        return 0;
+    }
+    return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: unknown option '%s' for %s", item,
+                           method);
+}
+
+static int parse_options(const char *method, int mask, const char *text, any_opts *o)
+{
+    if (!text) return 0;
+    char buf[512];
+    if (strlen(text) >= sizeof buf)
+        return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: option string of %zu characters "
+                               "is too long", strlen(text));
+    strcpy(buf, text);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        int rc = apply_option(method, mask, item, o);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+typedef struct {
+    const char *name;
+    int mask;
+    bilo_estimator *(*make)(const bilo_problem *p, const any_opts *o);
+} method_entry;
+
+static bilo_estimator *make_exact(const bilo_problem *p, const any_opts *o)
+{
+    return bilo_exact_new(p, &(bilo_exact_opts){.inner = o->inner});
+}
+static bilo_estimator *make_itd(const bilo_problem *p, const any_opts *o)
+{
+    return bilo_itd_new(p, &(bilo_itd_opts){.inner = o->inner, .truncate = o->truncate});
+}
+#define AID_OPTS(o) (&(bilo_aid_opts){.inner = (o)->inner, .K = (o)->K, .eta = (o)->eta, \
+                                     .warm_v = (o)->warm_v})
+static bilo_estimator *make_cg(const bilo_problem *p, const any_opts *o)
+{
+    return bilo_aid_cg_new(p, AID_OPTS(o));
+}
+static bilo_estimator *make_ns(const bilo_problem *p, const any_opts *o)
+{
+    return bilo_aid_ns_new(p, AID_OPTS(o));
+}
+static bilo_estimator *make_fp(const bilo_problem *p, const any_opts *o)
+{
+    return bilo_aid_fp_new(p, AID_OPTS(o));
+}
+
+static const method_entry methods[] = {
+    {"exact", M_EXACT, make_exact}, {"itd", M_ITD, make_itd},   {"aid-cg", M_AID, make_cg},
+    {"aid-ns", M_AID, make_ns},     {"aid-fp", M_AID, make_fp},
+};
+
+bilo_estimator *bilo_estimator_new(const char *name, const bilo_problem *p, const char *options)
+{
+    if (!name) return bilo__fail(BILO_ENULL, "bilo_estimator_new: NULL method name");
+    for (size_t m = 0; m < sizeof methods / sizeof *methods; m++) {
+        if (strcmp(name, methods[m].name)) continue;
+        any_opts o = {0};
+        if (parse_options(name, methods[m].mask, options, &o) < 0) return NULL;
+        return methods[m].make(p, &o);
+    }
+    return bilo__fail(BILO_EINVAL, "bilo_estimator_new: unknown method '%s' (known: exact, itd, "
+                      "aid-cg, aid-ns, aid-fp)", name);
+}

@@ -1,0 +1,491 @@
+/* Bilevel estimators on the closed-form quadratic problem
+     g(x, y) = ½ yᵀAy − yᵀBx − cᵀy,  f(x, y) = ½‖y − y₀‖² + ½ xᵀDx + eᵀx,
+   with y*(x) = A⁻¹(Bx + c) and ∇Φ(x) = Dx + e + BᵀA⁻¹(y*(x) − y₀), computed here with a
+   Gaussian elimination of the test's own. A = R·diag(λ)·R (R a Householder reflection) so
+   the spectrum, and with it every predicted convergence rate, is known. */
+#include <math.h>
+#include <string.h>
+
+#include "bilo.h"
+#include "tap.h"
+
+#define NX 3
+#define NY 4
+
+typedef struct {
+    double A[NY * NY], B[NY * NX], c[NY], y0[NY], D[NX * NX], e[NX];
+    bilo_tensor *tA, *tB, *tc, *ty0, *tD, *te;
+    int n_x, n_y;      /* how many tensors x and y are split into */
+    bool fail_lower;   /* the lower callback returns NULL (a failing op) */
+    bool nan_upper;    /* the upper callback returns NaN */
+} quad;
+
+static const double B0[NY * NX] = {0.3, -0.2, 0.1,  0.0,  0.25, -0.15,
+                                   0.2, 0.1,  0.05, -0.1, 0.0,  0.3};
+static const double C0[NY] = {1.0, -0.5, 0.25, 0.75};
+static const double Y0[NY] = {0.5, 0.0, -1.0, 0.25};
+static const double E0[NX] = {0.2, -0.4, 0.1};
+
+static void make_quad(quad *q, const double lambda[NY], int n_x, int n_y)
+{
+    const double u[NY] = {1, 2, 3, 4};
+    double uu = 0, R[NY * NY];
+    for (int i = 0; i < NY; i++) uu += u[i] * u[i];
+    for (int i = 0; i < NY; i++)
+        for (int j = 0; j < NY; j++) R[i * NY + j] = (i == j) - 2 * u[i] * u[j] / uu;
+    for (int i = 0; i < NY; i++)
+        for (int j = 0; j < NY; j++) {
+            double s = 0;
+            for (int k = 0; k < NY; k++) s += R[i * NY + k] * lambda[k] * R[j * NY + k];
+            q->A[i * NY + j] = s;
+        }
+    memcpy(q->B, B0, sizeof B0);
+    memcpy(q->c, C0, sizeof C0);
+    memcpy(q->y0, Y0, sizeof Y0);
+    memcpy(q->e, E0, sizeof E0);
+    for (int i = 0; i < NX * NX; i++) q->D[i] = (i % (NX + 1) == 0);
+    q->tA = bilo_from_data(BILO_F64, BILO_SHAPE(NY, NY), q->A);
+    q->tB = bilo_from_data(BILO_F64, BILO_SHAPE(NY, NX), q->B);
+    q->tc = bilo_from_data(BILO_F64, BILO_SHAPE(NY), q->c);
+    q->ty0 = bilo_from_data(BILO_F64, BILO_SHAPE(NY), q->y0);
+    q->tD = bilo_from_data(BILO_F64, BILO_SHAPE(NX, NX), q->D);
+    q->te = bilo_from_data(BILO_F64, BILO_SHAPE(NX), q->e);
+    q->n_x = n_x;
+    q->n_y = n_y;
+    q->fail_lower = q->nan_upper = false;
+}
+
+static void free_quad(quad *q)
+{
+    bilo_tensor *ts[] = {q->tA, q->tB, q->tc, q->ty0, q->tD, q->te};
+    for (int i = 0; i < 6; i++) bilo_release(ts[i]);
+}
+
+/* ---- the callbacks: every x (and y) tensor is flattened and joined into one vector ---- */
+static bilo_tensor *joined(bilo_tensor *const *ts, int n)
+{
+    bilo_tensor *flat[4];
+    for (int i = 0; i < n; i++) flat[i] = bilo_flatten(ts[i]);
+    return n == 1 ? flat[0] : bilo_concat(flat, n, 0);
+}
+
+static bilo_tensor *mat_vec(bilo_tensor *m, bilo_tensor *v)
+{
+    return bilo_flatten(bilo_matmul(m, bilo_reshape(v, BILO_SHAPE(bilo_numel(v), 1))));
+}
+
+static bilo_tensor *lower(bilo_tensor *const *x, bilo_tensor *const *y, const bilo_batch *b,
+                          void *user)
+{
+    (void)b;
+    quad *q = user;
+    if (q->fail_lower) return bilo_matmul(q->tB, q->tB); /* [4,3]·[4,3]: a shape error */
+    bilo_tensor *xv = joined(x, q->n_x), *yv = joined(y, q->n_y);
+    bilo_tensor *quadratic = bilo_mul_scalar(bilo_dot(yv, mat_vec(q->tA, yv)), 0.5);
+    return bilo_sub(bilo_sub(quadratic, bilo_dot(yv, mat_vec(q->tB, xv))), bilo_dot(q->tc, yv));
+}
+
+static bilo_tensor *upper(bilo_tensor *const *x, bilo_tensor *const *y, const bilo_batch *b,
+                          void *user)
+{
+    (void)b;
+    quad *q = user;
+    bilo_tensor *xv = joined(x, q->n_x), *d = bilo_sub(joined(y, q->n_y), q->ty0);
+    bilo_tensor *f = bilo_add(bilo_mul_scalar(bilo_dot(d, d), 0.5),
+                              bilo_mul_scalar(bilo_dot(xv, mat_vec(q->tD, xv)), 0.5));
+    f = bilo_add(f, bilo_dot(q->te, xv));
+    return q->nan_upper ? bilo_mul_scalar(f, NAN) : f;
+}
+
+/* ---- the closed form, in plain doubles ---- */
+static void solve(const double *m, int n, const double *b, double *out)
+{
+    double a[NY * NY + NX * NX], r[NY];
+    memcpy(a, m, (size_t)(n * n) * sizeof *a);
+    memcpy(r, b, (size_t)n * sizeof *r);
+    for (int j = 0; j < n; j++) {
+        int p = j;
+        for (int i = j + 1; i < n; i++)
+            if (fabs(a[i * n + j]) > fabs(a[p * n + j])) p = i;
+        for (int k = 0; k < n; k++) {
+            double t = a[j * n + k];
+            a[j * n + k] = a[p * n + k];
+            a[p * n + k] = t;
+        }
+        double t = r[j];
+        r[j] = r[p];
+        r[p] = t;
+        for (int i = j + 1; i < n; i++) {
+            double f = a[i * n + j] / a[j * n + j];
+            for (int k = j; k < n; k++) a[i * n + k] -= f * a[j * n + k];
+            r[i] -= f * r[j];
+        }
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        for (int k = i + 1; k < n; k++) r[i] -= a[i * n + k] * out[k];
+        out[i] = r[i] / a[i * n + i];
+    }
+}
+
+static void y_star(const quad *q, const double *x, double *y)
+{
+    double rhs[NY];
+    for (int i = 0; i < NY; i++) {
+        rhs[i] = q->c[i];
+        for (int j = 0; j < NX; j++) rhs[i] += q->B[i * NX + j] * x[j];
+    }
+    solve(q->A, NY, rhs, y);
+}
+
+static void grad_phi(const quad *q, const double *x, double *g)
+{
+    double y[NY], d[NY], w[NY];
+    y_star(q, x, y);
+    for (int i = 0; i < NY; i++) d[i] = y[i] - q->y0[i];
+    solve(q->A, NY, d, w);
+    for (int j = 0; j < NX; j++) {
+        g[j] = q->e[j];
+        for (int k = 0; k < NX; k++) g[j] += q->D[j * NX + k] * x[k];
+        for (int i = 0; i < NY; i++) g[j] += q->B[i * NX + j] * w[i];
+    }
+}
+
+static double norm(const double *v, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++) s += v[i] * v[i];
+    return sqrt(s);
+}
+
+/* ---- the tensors of one run: x and y split as the quad says ---- */
+typedef struct {
+    bilo_tensor *x[2], *y[2];
+    bilo_problem p;
+} vars;
+
+static void make_vars(vars *v, quad *q, const double *x, const double *y)
+{
+    if (q->n_x == 1) {
+        v->x[0] = bilo_from_data(BILO_F64, BILO_SHAPE(NX), x);
+    } else { /* [2] and [1, 1] */
+        v->x[0] = bilo_from_data(BILO_F64, BILO_SHAPE(2), x);
+        v->x[1] = bilo_from_data(BILO_F64, BILO_SHAPE(1, 1), x + 2);
+    }
+    if (q->n_y == 1) {
+        v->y[0] = bilo_from_data(BILO_F64, BILO_SHAPE(NY), y);
+    } else { /* [2, 1] and [2] */
+        v->y[0] = bilo_from_data(BILO_F64, BILO_SHAPE(2, 1), y);
+        v->y[1] = bilo_from_data(BILO_F64, BILO_SHAPE(2), y + 2);
+    }
+    v->p = (bilo_problem){.x = v->x, .n_x = q->n_x, .y = v->y, .n_y = q->n_y, .lower = lower,
+                          .upper = upper, .user = q};
+}
+
+static void free_vars(vars *v)
+{
+    for (int i = 0; i < v->p.n_x; i++) bilo_release(v->x[i]);
+    for (int i = 0; i < v->p.n_y; i++) bilo_release(v->y[i]);
+}
+
+static void read_list(bilo_tensor *const *ts, int n, double *out)
+{
+    for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < bilo_numel(ts[i]); k++) *out++ = bilo_get_flat(ts[i], k);
+}
+
+static const double XP[NX] = {0.7, -1.1, 0.4};
+
+/* Relative error of e's hypergradient at (XP, y) against ∇Φ(XP); -1 on failure. */
+static double hyper_error(bilo_estimator *e, vars *v, const quad *q, const double *y)
+{
+    double want[NX], got[NX], diff[NX];
+    grad_phi(q, XP, want);
+    make_vars(v, (quad *)q, XP, y);
+    bilo_tensor *g[2];
+    bilo_scope_begin();
+    int rc = bilo_estimator_hypergradient(e, v->x, v->y, g);
+    if (rc == 0) read_list(g, v->p.n_x, got);
+    bilo_scope_end();
+    free_vars(v);
+    if (rc < 0) {
+        tap_diag("hypergradient failed: %s", bilo_last_error());
+        return -1;
+    }
+    for (int i = 0; i < NX; i++) diff[i] = got[i] - want[i];
+    return norm(diff, NX) / norm(want, NX);
+}
+
+/* Error at y*(XP) of an estimator made from p's shapes with a name and option string. */
+static double named_error(quad *q, const char *name, const char *opts)
+{
+    double ys[NY], zero[NY] = {0};
+    y_star(q, XP, ys);
+    vars v;
+    make_vars(&v, q, XP, zero);
+    bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
+    free_vars(&v);
+    if (!e) {
+        tap_diag("%s(%s): %s", name, opts, bilo_last_error());
+        return -1;
+    }
+    bool itd = !strcmp(name, "itd");
+    double err = hyper_error(e, &v, q, itd ? zero : ys);
+    bilo_estimator_free(e);
+    return err;
+}
+
+static const double LAMBDA[NY] = {1, 2, 3, 4};
+
+static void test_exact_and_cg(void)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    double err = named_error(&q, "exact", NULL);
+    tap_ok(err >= 0 && err < 1e-12, "exact matches the closed form (rel err %.2g)", err);
+    err = named_error(&q, "aid-cg", "K=4");
+    tap_ok(err >= 0 && err < 1e-9, "AID-CG with K = dim matches (rel err %.2g)", err);
+    err = named_error(&q, "aid-cg", "K=2");
+    tap_ok(err > 1e-6, "AID-CG with K < dim does not (rel err %.2g)", err);
+    free_quad(&q);
+
+    const double ill[NY] = {1e-2, 1, 10, 100};
+    make_quad(&q, ill, 1, 1);
+    err = named_error(&q, "exact", NULL);
+    tap_ok(err >= 0 && err < 1e-10, "exact, condition number 1e4 (rel err %.2g)", err);
+    err = named_error(&q, "aid-cg", "K=4");
+    tap_ok(err >= 0 && err < 1e-7, "AID-CG K = dim, condition number 1e4 (rel err %.2g)", err);
+    free_quad(&q);
+
+    const double indefinite[NY] = {-1, 2, 3, 4};
+    make_quad(&q, indefinite, 1, 1);
+    double ys[NY], zero[NY] = {0};
+    y_star(&q, XP, ys);
+    vars v;
+    make_vars(&v, &q, XP, zero);
+    bilo_estimator *e = bilo_exact_new(&v.p, NULL);
+    free_vars(&v);
+    err = hyper_error(e, &v, &q, ys);
+    tap_ok(err >= 0 && err < 1e-12, "exact, indefinite ∇²_yy g solved by LU (rel err %.2g)", err);
+    tap_ok(strstr(bilo_estimator_message(e), "LU") != NULL, "the LU fallback leaves a note: %s",
+           bilo_estimator_message(e));
+    bilo_estimator_free(e);
+    free_quad(&q);
+}
+
+static void test_counters(void)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    double ys[NY];
+    y_star(&q, XP, ys);
+    vars v;
+    make_vars(&v, &q, XP, ys);
+    bilo_estimator *e = bilo_aid_ns_new(&v.p, &(bilo_aid_opts){.K = 7, .eta = 0.2});
+    free_vars(&v);
+    hyper_error(e, &v, &q, ys);
+    bilo_cost last, total;
+    bilo_estimator_report(e, &last, &total);
+    tap_ok(last.hvps == 7 && last.f_grads == 1 && last.g_grads == 1 && last.inner_iters == 0,
+           "AID-NS K = 7: 6 Hessian + 1 mixed products, one gradient of f and of g "
+           "(hvps %lld, f %lld, g %lld)", (long long)last.hvps, (long long)last.f_grads,
+           (long long)last.g_grads);
+    tap_ok(last.peak_bytes > 0 && total.hvps == 7, "peak bytes %zu recorded, total follows",
+           last.peak_bytes);
+    bilo_estimator_free(e);
+    free_quad(&q);
+}
+
+/* err(K+1)/err(K) against the dominant rate 1 − ηλ_min = 0.8 (η = 0.2, λ_min = 1); fmt
+   holds the option string with %d for the knob K. */
+static void test_geometric(const char *name, const char *fmt)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    char o1[64], o2[64];
+    snprintf(o1, sizeof o1, fmt, 40);
+    snprintf(o2, sizeof o2, fmt, 41);
+    double e1 = named_error(&q, name, o1), e2 = named_error(&q, name, o2);
+    tap_ok(e1 > 0 && e2 > 0 && fabs(e2 / e1 - 0.8) < 5e-3,
+           "%s %s: error falls by 1 - eta*lambda_min = 0.8 per step of K = 40 (%.3g -> %.3g, "
+           "ratio %.5f)", name, fmt, e1, e2, e2 / e1);
+    free_quad(&q);
+}
+
+static void test_multi_tensor(void)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 2, 2);
+    double err = named_error(&q, "exact", NULL);
+    tap_ok(err >= 0 && err < 1e-12, "two x ([2], [1,1]) and two y ([2,1], [2]): exact (%.2g)", err);
+    err = named_error(&q, "aid-cg", "K=4");
+    tap_ok(err >= 0 && err < 1e-9, "two x and two y: AID-CG (%.2g)", err);
+    err = named_error(&q, "itd", "T=200,lr=0.2");
+    tap_ok(err >= 0 && err < 1e-12, "two x and two y: ITD after 200 steps (%.2g)", err);
+    err = named_error(&q, "itd", "T=200,lr=0.2,truncate=150");
+    tap_ok(err >= 0 && err < 1e-12, "ITD truncated to the last 150 of 200 steps (%.2g)", err);
+    err = named_error(&q, "aid-fp", "K=200,eta=0.2");
+    tap_ok(err >= 0 && err < 1e-12, "two x and two y: AID-FP K = 200 (%.2g)", err);
+    free_quad(&q);
+}
+
+/* The minimizer solves (D + BᵀA⁻²B) x = −e − BᵀA⁻¹(A⁻¹c − y₀); ∇Φ is affine. */
+static void minimizer(const quad *q, double *x)
+{
+    double g0[NX], h[NX * NX], zero[NX] = {0}, neg[NX];
+    grad_phi(q, zero, g0);
+    for (int j = 0; j < NX; j++) {
+        double ej[NX] = {0}, gj[NX];
+        ej[j] = 1;
+        grad_phi(q, ej, gj);
+        for (int i = 0; i < NX; i++) h[i * NX + j] = gj[i] - g0[i];
+    }
+    for (int i = 0; i < NX; i++) neg[i] = -g0[i];
+    solve(h, NX, neg, x);
+}
+
+static void test_outer(const char *name, const char *opts)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    double x0[NX] = {0}, y0[NY] = {0}, xs[NX], x[NX], g[NX], diff[NX];
+    minimizer(&q, xs);
+    vars v;
+    make_vars(&v, &q, x0, y0);
+    bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
+    bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.lr = 0.5}, v.x, 1);
+    int rc = 0;
+    for (int s = 0; s < 200 && rc == 0; s++) rc = bilo_estimator_step(e, outer);
+    read_list(v.x, 1, x);
+    grad_phi(&q, x, g);
+    for (int i = 0; i < NX; i++) diff[i] = x[i] - xs[i];
+    tap_ok(rc == 0 && norm(g, NX) < 1e-6 && norm(diff, NX) < 1e-6,
+           "%s: 200 outer steps reach |grad Phi| = %.2g, |x - x*| = %.2g", name, norm(g, NX),
+           norm(diff, NX));
+    bilo_cost total;
+    bilo_estimator_report(e, NULL, &total);
+    tap_ok(total.steps == 200 && total.inner_iters > 0, "%s: 200 steps, %lld inner iterations",
+           name, (long long)total.inner_iters);
+    bilo_optim_free(outer);
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
+/* reset=1: each step restarts from y = 0, so after two steps y is three GD steps from 0 at
+   the x the second step started from; tol stops the inner loop early. */
+static void test_inner_options(void)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    double x0[NX] = {0}, y0[NY] = {0}, x1[NX], want[NY] = {0}, got[NY];
+    vars v;
+    make_vars(&v, &q, x0, y0);
+    bilo_estimator *e = bilo_estimator_new("aid-cg", &v.p, "T=3,lr=0.2,reset=1,K=4");
+    bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.lr = 0.5}, v.x, 1);
+    int rc = bilo_estimator_step(e, outer);
+    read_list(v.x, 1, x1);
+    rc = rc < 0 ? rc : bilo_estimator_step(e, outer);
+    for (int t = 0; t < 3; t++) {
+        double r[NY];
+        for (int i = 0; i < NY; i++) {
+            r[i] = -q.c[i];
+            for (int k = 0; k < NY; k++) r[i] += q.A[i * NY + k] * want[k];
+            for (int j = 0; j < NX; j++) r[i] -= q.B[i * NX + j] * x1[j];
+        }
+        for (int i = 0; i < NY; i++) want[i] -= 0.2 * r[i];
+    }
+    read_list(v.y, 1, got);
+    double diff[NY];
+    for (int i = 0; i < NY; i++) diff[i] = got[i] - want[i];
+    tap_ok(rc == 0 && norm(diff, NY) < 1e-14, "reset=1: y is 3 GD steps from y_init (err %.2g)",
+           norm(diff, NY));
+    bilo_estimator_free(e);
+    e = bilo_estimator_new("exact", &v.p, "T=1000,lr=0.2,tol=1e-8");
+    rc = bilo_estimator_step(e, outer);
+    bilo_cost last;
+    bilo_estimator_report(e, &last, NULL);
+    tap_ok(rc == 0 && last.inner_iters > 10 && last.inner_iters < 1000,
+           "tol=1e-8 stops the inner loop after %lld of 1000 steps", (long long)last.inner_iters);
+    bilo_optim_free(outer);
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
+static void expect_bad_name(const char *name, const char *opts, const char *needle)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    double z[NY] = {0};
+    vars v;
+    make_vars(&v, &q, z, z);
+    bilo_clear_error();
+    bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
+    tap_ok(!e && bilo_errcode() == BILO_EINVAL && strstr(bilo_last_error(), needle),
+           "%s \"%s\" is rejected: %s", name, opts ? opts : "", bilo_last_error());
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
+static void test_bad_callbacks(void)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    double x0[NX] = {0}, y0[NY] = {0};
+    vars v;
+    make_vars(&v, &q, x0, y0);
+    bilo_estimator *e = bilo_aid_cg_new(&v.p, &(bilo_aid_opts){.K = 4, .inner = {.T = 5,
+                                                               .optim = {.lr = 0.2}}});
+    bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.lr = 0.5}, v.x, 1);
+    int rc1 = bilo_estimator_step(e, outer), rc2 = bilo_estimator_step(e, outer);
+    double before[NX], after[NX];
+    read_list(v.x, 1, before);
+    q.nan_upper = true;
+    int rc = bilo_estimator_step(e, outer);
+    tap_ok(rc1 == 0 && rc2 == 0 && rc == BILO_ENUMERIC && strstr(bilo_last_error(), "step 3"),
+           "a NaN upper loss at step 3 gives BILO_ENUMERIC: %s", bilo_last_error());
+    q.nan_upper = false;
+    q.fail_lower = true;
+    rc = bilo_estimator_step(e, outer);
+    tap_ok(rc == BILO_ESHAPE && strstr(bilo_last_error(), "callback") &&
+           strstr(bilo_last_error(), "bilo_matmul"),
+           "a lower callback returning NULL stops the step with its error: %s",
+           bilo_last_error());
+    read_list(v.x, 1, after);
+    tap_ok(!memcmp(before, after, sizeof before), "failed steps leave x unchanged");
+    bilo_optim_free(outer);
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
+int main(void)
+{
+    bilo_mem_stats start, end;
+    bilo_mem_get_stats(&start);
+    test_exact_and_cg();
+    test_counters();
+    test_geometric("aid-ns", "K=%d,eta=0.2");
+    test_geometric("aid-fp", "K=%d,eta=0.2");
+    test_geometric("itd", "T=%d,lr=0.2");
+    test_geometric("itd", "T=200,lr=0.2,truncate=%d");
+    test_multi_tensor();
+    test_outer("exact", "T=100,lr=0.2");
+    test_outer("aid-cg", "T=100,lr=0.2,K=4");
+    test_outer("itd", "T=100,lr=0.2");
+    test_outer("aid-fp", "T=100,lr=0.2,K=1,eta=0.2,warm_v=1");
+    test_outer("aid-ns", "T=100,lr=0.2,momentum=0.5,K=100,eta=0.2");
+    test_inner_options();
+    expect_bad_name("newton", NULL, "unknown method 'newton'");
+    expect_bad_name("aid-cg", "Q=3", "unknown option 'Q'");
+    expect_bad_name("aid-cg", "truncate=3", "unknown option 'truncate'");
+    expect_bad_name("aid-cg", "K=abc", "bad value 'abc'");
+    expect_bad_name("itd", "optim=rmsprop", "bad value 'rmsprop'");
+    expect_bad_name("exact", "T", "not key=value");
+    test_bad_callbacks();
+    bilo_mem_get_stats(&end);
+    tap_ok(end.live_bytes == start.live_bytes, "no leaks: live bytes %zu -> %zu",
+           start.live_bytes, end.live_bytes);
+    return tap_done();
+}
