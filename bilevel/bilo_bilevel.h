@@ -104,6 +104,36 @@ BILO_API void bilo_estimator_report(const bilo_estimator *e, bilo_cost *last, bi
 BILO_API const char *bilo_estimator_message(const bilo_estimator *e);
 BILO_API void bilo_estimator_free(bilo_estimator *e);
 
+/* ---- outer driver ---------------------------------------------------------------------- */
+
+/* Fills values[0..n_metrics) (e.g. validation loss, test accuracy) after outer step `step`.
+   Returns 0 or a negative code after setting a bilo error. */
+typedef int (*bilo_metric_fn)(int64_t step, double *values, void *user);
+
+typedef struct {
+    int64_t steps;              /* outer steps in all, counting those before a resume */
+    int64_t eval_every;         /* metrics and a CSV row every k steps and after the last;
+                                   0: after the last step only */
+    bilo_metric_fn metric;      /* NULL: no metrics */
+    const char *const *metric_names; /* n_metrics column names */
+    int n_metrics;
+    void *user;                 /* passed to metric */
+    const char *csv_path;       /* NULL: no log. Header, then one row per evaluation: step, the
+                                   last and total of every bilo_cost counter, seconds, metrics */
+    bool progress;              /* one line rewritten on stderr, only when it is a terminal */
+    const char *checkpoint_path;/* NULL: no checkpoints */
+    int64_t checkpoint_every;   /* 0: none */
+    bool resume;                /* continue from checkpoint_path when that file exists */
+} bilo_driver_opts;
+
+/* Runs outer steps until o->steps (outer: the optimizer over the problem's x). Checkpoints hold
+   x, y, the outer optimizer's state and step count and the estimator's persistent state (inner
+   optimizer, warm-start v, costs); they are saved atomically (bilo_save_params' format), so a
+   failed save keeps the previous one, and a resumed run follows the uninterrupted trajectory
+   bit for bit. Problems with batchers cannot be checkpointed yet (BILO_EINVAL). Returns 0 or the
+   first error, with a message naming the step. */
+BILO_API int bilo_driver_run(bilo_estimator *e, bilo_optim *outer, const bilo_driver_opts *o);
+
 #ifdef __cplusplus
 }
 #endif
