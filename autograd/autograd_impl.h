@@ -48,6 +48,12 @@ typedef struct {
     bilo_rule_fn backward; /* NULL for non-differentiable ops, which are never recorded */
     uint64_t diff_inputs;  /* bit i set: input i is differentiable */
     bool needs_output;
+    /* What the node must save. Bit i of shape_only: the rule reads only the shape and dtype
+       of input i, so a stand-in without data is saved instead. product: each of the two
+       inputs' values is read only for the other's gradient, so it is saved only when the
+       other input wants one (a matmul against fixed data keeps just the data). */
+    uint64_t shape_only;
+    bool product;
 } bilo_op_rule;
 
 /* The row of op in the table (rules.c). */

@@ -132,6 +132,32 @@ static bilo_tensor *save_output(bilo_tensor *out)
     return bilo_keep(alias);
 }
 
+/* Whether the rule may read the values of input i, so the node must keep them. */
+static bool rule_reads_value(const bilo_op_rule *rule, bilo_tensor *const *in, int n_in, int i)
+{
+    if (rule->shape_only >> i & 1) return false;
+    if (!rule->product || n_in != 2 || !in[i]) return true;
+    return input_wants_grad(rule, in[1 - i], 1 - i);
+}
+
+/* One data-less storage shared by every stand-in below; its own reference keeps it alive. */
+static bilo_storage no_data = {.refcount = 1};
+static bilo_tensor no_data_tensor = {.refcount = 1, .ndim = 1, .storage = &no_data};
+
+/* A header with x's dtype and shape but no data: what a rule that reads only the shape of an
+   input sees, so the node does not keep the input's data alive. Its version never changes:
+   an in-place write to x cannot invalidate a rule that never reads it. */
+static bilo_tensor *shape_stand_in(const bilo_tensor *x)
+{
+    if (!x) return NULL;
+    bilo_tensor *s = bilo_keep(bilo__alias(&no_data_tensor, x->ndim, x->shape));
+    if (s) {
+        s->dtype = x->dtype;
+        s->numel = x->numel;
+    }
+    return s;
+}
+
 static bilo_tensor *record_node(bilo_op_id op, bilo_tensor *out, bilo_tensor *const *in, int n_in,
                                 const bilo_op_attrs *attrs)
 {
@@ -149,8 +175,13 @@ static bilo_tensor *record_node(bilo_op_id op, bilo_tensor *out, bilo_tensor *co
     n->op = op;
     if (attrs) n->attrs = *attrs;
     for (int i = 0; i < n_in; i++) {
-        n->in[i] = bilo_retain(in[i]);
-        n->in_version[i] = version_of(in[i]);
+        n->in[i] = rule_reads_value(rule, in, n_in, i) ? bilo_retain(in[i]) : shape_stand_in(in[i]);
+        if (!n->in[i]) {
+            node_release(n);
+            bilo_release(out);
+            return NULL;
+        }
+        n->in_version[i] = version_of(n->in[i]);
         if (!input_wants_grad(rule, in[i], i)) continue;
         if (in[i]->node)
             n->edge[i].node = node_retain(in[i]->node);

@@ -401,8 +401,8 @@ bilo_estimator *bilo_exact_new(const bilo_problem *p, const bilo_exact_opts *opt
 
 /* Inner step t (0-based) by bilo_optim_step_diff on cur/state. Steps before `first_recorded`
    are cut from the graph (truncated back-propagation). */
-static int itd_inner_step(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor **cur,
-                          bilo_tensor **state, int nstate, int t, bool recorded)
+static int itd_step_scoped(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor **cur,
+                           bilo_tensor **state, int nstate, int t, bool recorded)
 {
     int ny = e->prob.n_y, rc;
     bilo_tensor *gr[ny], *np[ny], *ns[nstate > 0 ? nstate : 1];
@@ -422,6 +422,19 @@ static int itd_inner_step(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor 
     for (int i = 0; !recorded && i < ny; i++)
         if (!cur[i] || bilo_set_requires_grad(cur[i], true) < 0) return bilo_errcode();
     return 0;
+}
+
+/* One inner step in its own scope, which hands back only the new iterate and state: the
+   step's temporaries live on only where the recorded graph saved them. */
+static int itd_inner_step(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor **cur,
+                          bilo_tensor **state, int nstate, int t, bool recorded)
+{
+    bilo_scope_begin();
+    int rc = itd_step_scoped(e, x, cur, state, nstate, t, recorded);
+    for (int i = 0; rc == 0 && i < e->prob.n_y; i++) bilo_scope_return(cur[i]);
+    for (int i = 0; rc == 0 && i < nstate; i++) bilo_scope_return(state[i]);
+    bilo_scope_end();
+    return rc;
 }
 
 /* Unrolls T steps from y (cur gets y_T) and back-propagates f(x, y_T) to x. */
