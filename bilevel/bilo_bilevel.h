@@ -127,11 +127,11 @@ typedef struct {
 } bilo_driver_opts;
 
 /* Runs outer steps until o->steps (outer: the optimizer over the problem's x). Checkpoints hold
-   x, y, the outer optimizer's state and step count and the estimator's persistent state (inner
-   optimizer, warm-start v, costs); they are saved atomically (bilo_save_params' format), so a
-   failed save keeps the previous one, and a resumed run follows the uninterrupted trajectory
-   bit for bit. Problems with batchers cannot be checkpointed yet (BILO_EINVAL). Returns 0 or the
-   first error, with a message naming the step. */
+   x, y, the outer optimizer's state and step count, the estimator's persistent state (inner
+   optimizer, warm-start v, costs) and both levels' batcher positions; they are saved atomically
+   (bilo_save_params' format), so a failed save keeps the previous one, and a resumed run (with
+   batchers built like the original's) follows the uninterrupted trajectory bit for bit.
+   Returns 0 or the first error, with a message naming the step. */
 BILO_API int bilo_driver_run(bilo_estimator *e, bilo_optim *outer, const bilo_driver_opts *o);
 
 #ifdef __cplusplus

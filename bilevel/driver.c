@@ -4,7 +4,8 @@
    A checkpoint is a bilo_save_params file (CRC-checked, written atomically) holding, in order:
    a meta vector (int64 fields stored bit for bit in an f64 tensor, a dtype the format has),
    x, y, the outer optimizer's state, the inner optimizer's state and
-   the warm-start v (zeros where the estimator has none yet; meta says which). */
+   the warm-start v (zeros where the estimator has none yet; meta says which). The meta vector
+   ends with both levels' batcher positions. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -13,10 +14,19 @@
 #include "bilevel_impl.h"
 #include "tensor_impl.h"
 
-#define CKPT_MAGIC INT64_C(0x42494C4F44525631) /* "BILODRV1" */
+#define CKPT_MAGIC INT64_C(0x42494C4F44525632) /* "BILODRV2" */
 
 enum { M_MAGIC, M_METHOD, M_NX, M_NY, M_S_OUTER, M_S_INNER, M_STEP, M_OUTER_STEPS, M_INNER_STEPS,
        M_COST, M_V = M_COST + 7 };
+/* Per level, after the v flags: a bilo_batcher_state (present = 0 without a batcher). */
+enum { B_PRESENT, B_EPOCH, B_STEP, B_IN_EPOCH, B_SEED, B_STREAM, B_COUNTER, B_FIELDS };
+
+static int meta_len(int ny) { return M_V + ny + 2 * B_FIELDS; }
+
+static bilo_batcher *level_data(const bilo_estimator *e, int upper)
+{
+    return upper ? e->prob.upper_data : e->prob.lower_data;
+}
 
 typedef struct {
     bilo_estimator *e;
@@ -84,6 +94,24 @@ static void meta_to_cost(const int64_t *m, bilo_cost *c)
     memcpy(&c->seconds, &m[5], sizeof c->seconds);
 }
 
+static void batcher_to_meta(const bilo_batcher *b, int64_t *m)
+{
+    bilo_batcher_state s = {0};
+    if (b) bilo_batcher_get_state(b, &s);
+    int64_t vals[B_FIELDS] = {b != NULL, s.epoch, s.step, s.in_epoch, (int64_t)s.rng.seed,
+                              (int64_t)s.rng.stream, (int64_t)s.rng.counter};
+    memcpy(m, vals, sizeof vals);
+}
+
+static bilo_batcher_state meta_to_batcher(const int64_t *m)
+{
+    return (bilo_batcher_state){.epoch = m[B_EPOCH], .step = m[B_STEP],
+                                .in_epoch = m[B_IN_EPOCH] != 0,
+                                .rng = {.seed = (uint64_t)m[B_SEED],
+                                        .stream = (uint64_t)m[B_STREAM],
+                                        .counter = (uint64_t)m[B_COUNTER]}};
+}
+
 static void fill_meta(const driver *d, int64_t step, int64_t *m)
 {
     const bilo_estimator *e = d->e;
@@ -98,6 +126,8 @@ static void fill_meta(const driver *d, int64_t step, int64_t *m)
     m[M_INNER_STEPS] = bilo_optim_steps_done(e->inner_opt);
     cost_to_meta(&e->total, m + M_COST);
     for (int i = 0; i < e->prob.n_y; i++) m[M_V + i] = e->v[i] != NULL;
+    for (int upper = 0; upper < 2; upper++)
+        batcher_to_meta(level_data(e, upper), m + M_V + e->prob.n_y + upper * B_FIELDS);
 }
 
 static int save_checkpoint(driver *d, int64_t step)
@@ -105,10 +135,10 @@ static int save_checkpoint(driver *d, int64_t step)
     bilo_estimator *e = d->e;
     int ny = e->prob.n_y;
     bilo_tensor *ts[d->n];
-    int64_t meta[M_V + ny];
+    int64_t meta[meta_len(ny)];
     fill_meta(d, step, meta);
     bilo_scope_begin();
-    ts[0] = bilo_from_data(BILO_F64, BILO_SHAPE(M_V + ny), meta);
+    ts[0] = bilo_from_data(BILO_F64, BILO_SHAPE(meta_len(ny)), meta);
     live_tensors(d, ts + 1);
     for (int i = 0; i < ny; i++) {
         bilo_tensor **v = &ts[d->n - ny + i];
@@ -122,9 +152,12 @@ static int save_checkpoint(driver *d, int64_t step)
 static int check_meta(const driver *d, const int64_t *m)
 {
     const char *path = d->o->checkpoint_path;
+    const int64_t *batchers = m + M_V + d->e->prob.n_y;
     if (m[M_MAGIC] != CKPT_MAGIC || m[M_METHOD] != method_id(d->e) ||
         m[M_NX] != d->e->prob.n_x || m[M_NY] != d->e->prob.n_y ||
-        m[M_S_OUTER] != d->s_outer || m[M_S_INNER] != d->s_inner)
+        m[M_S_OUTER] != d->s_outer || m[M_S_INNER] != d->s_inner ||
+        batchers[B_PRESENT] != (level_data(d->e, 0) != NULL) ||
+        batchers[B_FIELDS + B_PRESENT] != (level_data(d->e, 1) != NULL))
         return bilo__fail_code(BILO_EFORMAT, "bilo_driver_run: %s is not a checkpoint of this "
                                "method, problem and optimizers", path);
     if (m[M_STEP] < 0 || m[M_STEP] > d->o->steps ||
@@ -149,13 +182,31 @@ static int advance_steps(bilo_optim *opt, int n, int64_t target)
     return 0;
 }
 
+/* Both levels' batchers to the checkpoint's positions, or neither when one is rejected. */
+static int restore_batchers(bilo_estimator *e, const int64_t *m)
+{
+    bilo_batcher_state before[2];
+    for (int upper = 0; upper < 2; upper++) {
+        bilo_batcher *b = level_data(e, upper);
+        if (!b) continue;
+        bilo_batcher_get_state(b, &before[upper]);
+        bilo_batcher_state s = meta_to_batcher(m + upper * B_FIELDS);
+        int rc = bilo_batcher_set_state(b, &s);
+        bilo_batcher *lower = level_data(e, 0);
+        if (rc < 0 && upper == 1 && lower) bilo_batcher_set_state(lower, &before[0]);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
 /* Moves a validated checkpoint (file[1..n)) into the live tensors. */
 static int install(driver *d, bilo_tensor *const *file, const int64_t *m)
 {
     bilo_estimator *e = d->e;
-    int ny = e->prob.n_y, nv = d->n - 1 - ny, rc = 0;
+    int ny = e->prob.n_y, nv = d->n - 1 - ny;
     bilo_tensor *live[d->n - 1];
     live_tensors(d, live);
+    int rc = restore_batchers(e, m + M_V + ny);
     for (int i = 0; i < nv && rc == 0; i++) rc = bilo_copy_(live[i], file[i]);
     for (int i = 0; i < ny && rc == 0; i++) {
         bilo_release(e->v[i]);
@@ -176,12 +227,12 @@ static int64_t load_checkpoint(driver *d)
     live_tensors(d, live);
     bilo_scope_begin();
     bilo_no_grad_begin();
-    file[0] = bilo_empty(BILO_F64, BILO_SHAPE(M_V + ny));
+    file[0] = bilo_empty(BILO_F64, BILO_SHAPE(meta_len(ny)));
     for (int i = 0; i < d->n - 1; i++) {
         bilo_tensor *like = live[i] ? live[i] : d->e->y[i - (d->n - 1 - ny)];
         file[i + 1] = bilo_empty(like->dtype, like->ndim, like->shape);
     }
-    int64_t m[M_V + ny];
+    int64_t m[meta_len(ny)];
     int64_t rc = bilo_load_params(d->o->checkpoint_path, file, d->n);
     if (rc == 0) memcpy(m, bilo__ptr(file[0]), sizeof m);
     if (rc == 0) rc = check_meta(d, m);
@@ -276,9 +327,6 @@ static int check_opts(const bilo_estimator *e, const bilo_optim *outer, const bi
                                "checkpoint_every %lld and n_metrics %d must be >= 0 (with names "
                                "for the metrics)", (long long)o->steps, (long long)o->eval_every,
                                (long long)o->checkpoint_every, o->n_metrics);
-    if (o->checkpoint_path && (e->prob.lower_data || e->prob.upper_data))
-        return bilo__fail_code(BILO_EINVAL, "bilo_driver_run: checkpoints of problems with "
-                               "batchers are not supported (their positions are not saved)");
     return 0;
 }
 

@@ -201,6 +201,21 @@ BILO_API int bilo_batcher_next(bilo_batcher *b, bilo_batch *batch);
 BILO_API int64_t bilo_batcher_num_batches(const bilo_batcher *b); /* per epoch */
 BILO_API void bilo_batcher_free(bilo_batcher *b);
 
+/* A batcher's position, enough to continue the exact same batch sequence (e.g. from a
+   checkpoint): a batcher built with the same data and options, given this state, draws the
+   batches the original would have drawn next. */
+typedef struct {
+    int64_t epoch;  /* epochs finished */
+    int64_t step;   /* batches drawn in the current epoch, 0 .. bilo_batcher_num_batches */
+    bool in_epoch;  /* the current epoch's order is drawn (false: the next call starts one) */
+    bilo_rng rng;   /* the generator as it was before the current epoch's shuffle */
+} bilo_batcher_state;
+
+BILO_API int bilo_batcher_get_state(const bilo_batcher *b, bilo_batcher_state *state);
+/* BILO_EINVAL (nothing changed) when the state cannot come from this batcher: another seed or
+   stream, a negative epoch, or a step outside the epoch. */
+BILO_API int bilo_batcher_set_state(bilo_batcher *b, const bilo_batcher_state *state);
+
 /* ---- layers, activations, losses, metrics, initializers ---- */
 /*
  * Every function here is composed of public tensor ops, so gradients (and gradients of

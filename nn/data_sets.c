@@ -265,6 +265,7 @@ struct bilo_batcher {
     bilo_tensor *x, *y, *rows; /* references held by the batcher */
     bilo_batcher_opts o;
     bilo_rng rng;
+    bilo_rng epoch_rng; /* rng before the current epoch's shuffle, to redraw it on set_state */
     int64_t n;      /* rows visited per epoch */
     int64_t *order; /* this epoch's rows, n entries */
     int64_t pos, epoch, step;
@@ -333,6 +334,7 @@ BILO_API int64_t bilo_batcher_num_batches(const bilo_batcher *b)
 static int start_epoch(bilo_batcher *b)
 {
     const int64_t *base = b->rows ? bilo__ptr(b->rows) : NULL;
+    b->epoch_rng = b->rng;
     bilo_tensor *perm = b->o.in_order ? NULL : bilo_keep(bilo_randperm(b->n, &b->rng));
     if (!b->o.in_order && !perm) return bilo_errcode();
     const int64_t *p = perm ? bilo__ptr(perm) : NULL;
@@ -376,4 +378,47 @@ BILO_API int bilo_batcher_next(bilo_batcher *b, bilo_batch *batch)
     b->pos += size;
     b->step++;
     return 1;
+}
+
+BILO_API int bilo_batcher_get_state(const bilo_batcher *b, bilo_batcher_state *state)
+{
+    if (!b || !state) return bilo__fail_code(BILO_ENULL, "bilo_batcher_get_state: NULL argument");
+    *state = (bilo_batcher_state){.epoch = b->epoch, .step = b->in_epoch ? b->step : 0,
+                                  .in_epoch = b->in_epoch,
+                                  .rng = b->in_epoch ? b->epoch_rng : b->rng};
+    return 0;
+}
+
+BILO_API int bilo_batcher_set_state(bilo_batcher *b, const bilo_batcher_state *state)
+{
+    static const char op[] = "bilo_batcher_set_state";
+    if (!b || !state) return bilo__fail_code(BILO_ENULL, "%s: NULL argument", op);
+    const bilo_batcher_state *s = state;
+    int64_t batches = bilo_batcher_num_batches(b);
+    if (s->rng.seed != b->o.seed || s->rng.stream != b->o.stream)
+        return bilo__fail_code(BILO_EINVAL, "%s: the state's rng (seed %llu, stream %llu) is "
+                               "not this batcher's (seed %llu, stream %llu)", op,
+                               (unsigned long long)s->rng.seed, (unsigned long long)s->rng.stream,
+                               (unsigned long long)b->o.seed, (unsigned long long)b->o.stream);
+    if (s->epoch < 0 || s->step < 0 || s->step > batches || (!s->in_epoch && s->step != 0))
+        return bilo__fail_code(BILO_EINVAL, "%s: epoch %lld, step %lld (in_epoch %d) is not a "
+                               "position of a batcher with %lld batches per epoch", op,
+                               (long long)s->epoch, (long long)s->step, (int)s->in_epoch,
+                               (long long)batches);
+    bilo_batcher saved = *b;
+    b->rng = s->rng;
+    b->in_epoch = false;
+    if (s->in_epoch) {
+        int rc = start_epoch(b); /* redraws the epoch's order from its rng */
+        if (rc < 0) {
+            *b = saved;
+            return rc;
+        }
+        /* every batch before the last is full, so the position follows from the step (a
+           finished epoch's position is n, which ends it on the next call either way) */
+        b->step = s->step;
+        b->pos = s->step == batches ? b->n : s->step * b->o.batch_size;
+    }
+    b->epoch = s->epoch;
+    return 0;
 }

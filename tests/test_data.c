@@ -993,6 +993,74 @@ static void test_batcher(void)
     bilo_scope_end();
 }
 
+/* n calls of bilo_batcher_next, each as 4 slots in out: the batch's rows padded with -1, or
+   all -2 for a call that ends an epoch. */
+static void draw_calls(bilo_batcher *b, int n, int64_t *out)
+{
+    for (int c = 0; c < n; c++) {
+        bilo_scope_begin();
+        bilo_batch batch;
+        int rc = bilo_batcher_next(b, &batch);
+        for (int64_t i = 0; i < 4; i++)
+            out[4 * c + i] = rc == 0 ? -2
+                             : rc > 0 && i < bilo_numel(batch.index)
+                                 ? (int64_t)bilo_get_flat(batch.index, i)
+                                 : -1;
+        bilo_scope_end();
+    }
+}
+
+/* A batcher that takes over another's state at any point continues its sequence exactly. */
+static void test_batcher_state(void)
+{
+    enum { CALLS = 14 };
+    bilo_scope_begin();
+    bilo_tensor *x = bilo_arange(BILO_F64, 0, BN, 1);
+    bilo_batcher_opts o = {.batch_size = 4, .seed = 11, .stream = 3};
+    int64_t want[4 * CALLS], got[4 * CALLS];
+    bilo_batcher *ref = bilo_batcher_new(x, NULL, &o);
+    draw_calls(ref, CALLS, want);
+    bilo_batcher_free(ref);
+    bool same = true;
+    for (int cut = 0; cut < CALLS; cut++) {
+        bilo_batcher *a = bilo_batcher_new(x, NULL, &o), *b = bilo_batcher_new(x, NULL, &o);
+        bilo_batcher_state st;
+        draw_calls(a, cut, got);
+        draw_calls(b, 1 + cut % 3, got); /* b elsewhere in the sequence before taking over */
+        int rc = bilo_batcher_get_state(a, &st) | bilo_batcher_set_state(b, &st);
+        draw_calls(b, CALLS - cut, got + 4 * cut);
+        same = same && rc == 0 && !memcmp(got + 4 * cut, want + 4 * cut,
+                                          sizeof(int64_t) * 4 * (size_t)(CALLS - cut));
+        bilo_batcher_free(a);
+        bilo_batcher_free(b);
+    }
+    tap_ok(same, "batcher state: taken over after any of %d calls (epoch ends included), the "
+           "sequence continues unchanged", CALLS);
+
+    bilo_batcher *a = bilo_batcher_new(x, NULL, &o);
+    bilo_batcher_state good, bad[4];
+    draw_calls(a, 2, got);
+    bilo_batcher_get_state(a, &good);
+    for (int k = 0; k < 4; k++) bad[k] = good;
+    bad[0].rng.seed = 12;          /* another batcher's generator */
+    bad[1].step = 4;               /* only 3 batches per epoch */
+    bad[2].epoch = -1;
+    bad[3].in_epoch = false;       /* between epochs, yet 2 batches into one */
+    bool rejected = true;
+    for (int k = 0; k < 4; k++) {
+        bilo_clear_error();
+        rejected = rejected && bilo_batcher_set_state(a, &bad[k]) == BILO_EINVAL &&
+                   strstr(bilo_last_error(), "bilo_batcher_set_state");
+    }
+    draw_calls(a, CALLS - 2, got + 8);
+    tap_ok(rejected && !memcmp(got + 8, want + 8, sizeof(int64_t) * 4 * (CALLS - 2)),
+           "batcher state: a foreign seed, a step past the epoch, a negative epoch and a step "
+           "outside an epoch are rejected, and the batcher carries on unchanged");
+    bilo_batcher_free(a);
+    bilo_clear_error();
+    bilo_scope_end();
+}
+
 int main(void)
 {
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/bilo_test_data_XXXXXX");
@@ -1014,6 +1082,7 @@ int main(void)
     test_normalizer();
     test_corruption();
     test_batcher();
+    test_batcher_state();
     remove_tmp_dir();
     return tap_done();
 }
