@@ -33,14 +33,14 @@ bilo_tensor *bilo__loss(bilo_estimator *e, bool upper, bilo_tensor *const *x,
                           "%lld: %s", e->vt->name, which, (long long)step_number(e), prev);
     }
     if (bilo_numel(loss) != 1) {
-        bilo_release(loss);
+        bilo_release(bilo_keep(loss)); /* the open scope may own it: take it out first */
         return bilo__fail(BILO_ESHAPE, "bilo_estimator (%s): the %s callback returned %lld "
                           "elements, want a scalar", e->vt->name, which,
                           (long long)bilo_numel(loss));
     }
     if (!isfinite(bilo_item(loss))) {
         double v = bilo_item(loss);
-        bilo_release(loss);
+        bilo_release(bilo_keep(loss));
         return bilo__fail(BILO_ENUMERIC, "bilo_estimator (%s): %s = %g at step %lld",
                           e->vt->name, which, v, (long long)step_number(e));
     }
