@@ -52,7 +52,8 @@ typedef struct {
 } bilo_itd_opts;
 
 /* AID-CG / AID-NS / AID-FP: v ≈ [∇²_yy g]⁻¹ ∇_y f from K Hessian-vector products, then
-   ∇Φ ≈ ∇_x f − ∇²_xy g · v. */
+   ∇Φ ≈ ∇_x f − ∇²_xy g · v. When the lower level has minibatches, AID-NS draws a fresh batch
+   for every Neumann term (stocBiO, Ji, Yang, Liang 2021). */
 typedef struct {
     bilo_inner_opts inner;
     int K;        /* CG iterations / Neumann terms / fixed-point iterations, 10 when 0 */

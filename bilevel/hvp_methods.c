@@ -68,8 +68,8 @@ static int list_axpy(bilo_tensor *const *y, double alpha, bilo_tensor *const *x,
 
 /* ---- AID: v ≈ H⁻¹ ∇_y f by a method-specific solver, then ∇_x f − ∇²_xy g·v --------- */
 
-typedef int (*aid_solver)(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *y,
-                          bilo_tensor *const *b, bilo_tensor **v);
+typedef int (*aid_solver)(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *x,
+                          bilo_tensor *const *y, bilo_tensor *const *b, bilo_tensor **v);
 
 /* The starting v: the previous solution when warm starting, else zero. */
 static int initial_v(bilo_estimator *e, bilo_tensor *const *b, bilo_tensor **v)
@@ -81,8 +81,8 @@ static int initial_v(bilo_estimator *e, bilo_tensor *const *b, bilo_tensor **v)
 }
 
 /* Conjugate gradients on H v = b, K iterations. */
-static int solve_cg(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *y,
-                    bilo_tensor *const *b, bilo_tensor **v)
+static int solve_cg(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *x,
+                    bilo_tensor *const *y, bilo_tensor *const *b, bilo_tensor **v)
 {
     int ny = e->prob.n_y, rc;
     bilo_tensor *r[ny], *p[ny], *hp[ny];
@@ -109,18 +109,38 @@ static int solve_cg(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *cons
     return 0;
 }
 
-/* Neumann series v = η Σ_{k<K} (I − ηH)^k b. */
-static int solve_ns(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *y,
-                    bilo_tensor *const *b, bilo_tensor **v)
+/* term ← term − η H term, with H from the given graph of ∇_y g or, when the lower level has
+   minibatches (stocBiO), from a graph built on a fresh batch that is dropped afterwards. */
+static int neumann_term(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *x,
+                        bilo_tensor *const *y, bilo_tensor **term)
 {
     int ny = e->prob.n_y, rc;
-    bilo_tensor *term[ny], *hp[ny];
+    bilo_tensor *fresh[ny], *hp[ny];
+    bilo_scope_begin();
+    if (e->prob.lower_data) {
+        bilo_no_grad_end(); /* the caller solves under no-grad; this graph must be recorded */
+        rc = lower_grad_graph(e, x, y, fresh);
+        bilo_no_grad_begin();
+        gy = fresh;
+        if (rc < 0) goto done;
+    }
+    if ((rc = second_product(e, gy, term, y, ny, hp)) == 0)
+        rc = list_axpy(term, -e->aid.eta, hp, ny);
+done:
+    bilo_scope_end();
+    return rc;
+}
+
+/* Neumann series v = η Σ_{k<K} (I − ηH)^k b; stocBiO when the lower level has minibatches. */
+static int solve_ns(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *x,
+                    bilo_tensor *const *y, bilo_tensor *const *b, bilo_tensor **v)
+{
+    int ny = e->prob.n_y, rc;
+    bilo_tensor *term[ny];
     if ((rc = scaled_copies(b, ny, 1, term)) < 0 || (rc = scaled_copies(b, ny, 1, v)) < 0)
         return rc;
     for (int k = 1; k < e->aid.K; k++) {
-        if ((rc = second_product(e, gy, term, y, ny, hp)) < 0 ||
-            (rc = list_axpy(term, -e->aid.eta, hp, ny)) < 0 ||
-            (rc = list_axpy(v, 1, term, ny)) < 0)
+        if ((rc = neumann_term(e, gy, x, y, term)) < 0 || (rc = list_axpy(v, 1, term, ny)) < 0)
             return rc;
     }
     for (int i = 0; i < ny; i++)
@@ -129,8 +149,8 @@ static int solve_ns(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *cons
 }
 
 /* Fixed point v ← v − η(H v − b), K iterations. */
-static int solve_fp(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *y,
-                    bilo_tensor *const *b, bilo_tensor **v)
+static int solve_fp(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *x,
+                    bilo_tensor *const *y, bilo_tensor *const *b, bilo_tensor **v)
 {
     int ny = e->prob.n_y, rc;
     bilo_tensor *hv[ny];
@@ -163,7 +183,7 @@ static int aid_hypergradient(bilo_estimator *e, aid_solver solve, bilo_tensor *c
     if ((rc = upper_grads(e, x, y, fx, fy)) < 0 || (rc = lower_grad_graph(e, x, y, gy)) < 0)
         return rc;
     bilo_no_grad_begin();
-    rc = solve(e, gy, y, fy, v);
+    rc = solve(e, gy, x, y, fy, v);
     bilo_no_grad_end();
     if (rc < 0 || (e->aid.warm_v && (rc = remember_v(e, v)) < 0)) return rc;
     if ((rc = second_product(e, gy, v, x, nx, mixed)) < 0) return rc;
