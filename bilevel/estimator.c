@@ -41,12 +41,12 @@ static void release_list(bilo_tensor **ts, int n)
 {
     if (!ts) return;
     for (int i = 0; i < n; i++) bilo_release(ts[i]);
-    free(ts);
+    bilo__mfree(ts);
 }
 
 static bilo_tensor **retained_copy(bilo_tensor *const *ts, int n, bool clone)
 {
-    bilo_tensor **out = calloc((size_t)n, sizeof *out);
+    bilo_tensor **out = bilo__calloc((size_t)n, sizeof *out);
     if (!out) return bilo__fail(BILO_ENOMEM, "bilo_estimator: out of memory");
     bool ok = true;
     bilo_no_grad_begin();
@@ -64,7 +64,7 @@ bilo_estimator *bilo__estimator_create(const bilo__estimator_vt *vt, const bilo_
                                        const bilo_inner_opts *inner)
 {
     if (!check_problem(p)) return NULL;
-    bilo_estimator *e = calloc(1, sizeof *e);
+    bilo_estimator *e = bilo__calloc(1, sizeof *e);
     if (!e) return bilo__fail(BILO_ENOMEM, "bilo_estimator: out of memory");
     e->vt = vt;
     e->prob = *p;
@@ -78,7 +78,7 @@ bilo_estimator *bilo__estimator_create(const bilo__estimator_vt *vt, const bilo_
     e->x = retained_copy(p->x, p->n_x, false);
     e->y = retained_copy(p->y, p->n_y, false);
     e->y_init = retained_copy(p->y, p->n_y, true);
-    e->v = calloc((size_t)p->n_y, sizeof *e->v);
+    e->v = bilo__calloc((size_t)p->n_y, sizeof *e->v);
     if (!e->x || !e->y || !e->y_init || !e->v ||
         !(e->inner_opt = bilo_optim_new(&e->inner.optim, e->y, p->n_y))) {
         bilo_estimator_free(e);
@@ -97,7 +97,7 @@ void bilo_estimator_free(bilo_estimator *e)
     release_list(e->y_init, e->prob.n_y);
     release_list(e->v, e->prob.n_y);
     bilo_optim_free(e->inner_opt);
-    free(e);
+    bilo__mfree(e);
 }
 
 const char *bilo_estimator_name(const bilo_estimator *e) { return e ? e->vt->name : NULL; }

@@ -336,8 +336,8 @@ static int dense_row(bilo_estimator *e, bilo_tensor *gy_flat, int64_t r, bilo_te
 /* v = H⁻¹ b in place, Cholesky first and LU when H is not positive definite. */
 static int dense_solve(bilo_estimator *e, double *h, int64_t n, double *b)
 {
-    double *work = malloc((size_t)(n * n) * sizeof *work);
-    double *rhs = malloc((size_t)n * sizeof *rhs);
+    double *work = bilo__malloc((size_t)(n * n) * sizeof *work);
+    double *rhs = bilo__malloc((size_t)n * sizeof *rhs);
     int rc = 0;
     if (!work || !rhs) {
         rc = bilo__fail_code(BILO_ENOMEM, "bilo_estimator (exact): out of memory for a %lld×%lld "
@@ -354,8 +354,8 @@ static int dense_solve(bilo_estimator *e, double *h, int64_t n, double *b)
             rc = bilo__fail_code(BILO_ENUMERIC, "bilo_estimator (exact): ∇²_yy g is singular");
         }
     }
-    free(work);
-    free(rhs);
+    bilo__mfree(work);
+    bilo__mfree(rhs);
     return rc;
 }
 
@@ -363,7 +363,7 @@ static int exact_from_matrices(bilo_estimator *e, bilo_tensor *const *fx, bilo_t
                                double *h, double *m, int64_t nyt, int64_t nxt,
                                bilo_tensor **grads)
 {
-    double *v = malloc((size_t)nyt * sizeof *v), *gx = malloc((size_t)nxt * sizeof *gx);
+    double *v = bilo__malloc((size_t)nyt * sizeof *v), *gx = bilo__malloc((size_t)nxt * sizeof *gx);
     int rc = (!v || !gx) ? bilo__fail_code(BILO_ENOMEM, "bilo_estimator (exact): out of memory")
                          : 0;
     if (rc == 0) {
@@ -378,8 +378,8 @@ static int exact_from_matrices(bilo_estimator *e, bilo_tensor *const *fx, bilo_t
         for (int64_t k = 0; rc == 0 && k < bilo_numel(fx[i]); k++)
             bilo_set_flat(grads[i], k, gx[off + k]);
     }
-    free(v);
-    free(gx);
+    bilo__mfree(v);
+    bilo__mfree(gx);
     return rc;
 }
 
@@ -397,16 +397,16 @@ static int exact_hypergradient(bilo_estimator *e, bilo_tensor *const *x, bilo_te
     memcpy(in, x, (size_t)nx * sizeof *in);
     memcpy(in + nx, y, (size_t)ny * sizeof *in);
     int64_t nyt = list_numel(y, ny), nxt = list_numel(x, nx);
-    double *h = malloc((size_t)(nyt * nyt) * sizeof *h);
-    double *m = malloc((size_t)(nyt * nxt) * sizeof *m);
+    double *h = bilo__malloc((size_t)(nyt * nyt) * sizeof *h);
+    double *m = bilo__malloc((size_t)(nyt * nxt) * sizeof *m);
     rc = (!h || !m) ? bilo__fail_code(BILO_ENOMEM, "bilo_estimator (exact): out of memory for "
                                       "%lld×%lld matrices", (long long)nyt, (long long)nxt)
                     : 0;
     for (int64_t r = 0; rc == 0 && r < nyt; r++)
         rc = dense_row(e, gy_flat, r, in, h + r * nyt, m + r * nxt);
     if (rc == 0) rc = exact_from_matrices(e, fx, fy, h, m, nyt, nxt, grads);
-    free(h);
-    free(m);
+    bilo__mfree(h);
+    bilo__mfree(m);
     return rc;
 }
 

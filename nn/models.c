@@ -187,7 +187,7 @@ static int write_all(int fd, const unsigned char *buf, size_t size)
 static int write_atomically(const char *op, const char *path, const unsigned char *buf, size_t size)
 {
     size_t len = strlen(path);
-    char *tmp = malloc(len + sizeof ".tmp.XXXXXX");
+    char *tmp = bilo__malloc(len + sizeof ".tmp.XXXXXX");
     if (!tmp) return bilo__fail_code(BILO_ENOMEM, "%s: out of memory", op);
     memcpy(tmp, path, len);
     memcpy(tmp + len, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
@@ -195,7 +195,7 @@ static int write_atomically(const char *op, const char *path, const unsigned cha
     if (fd < 0) {
         int rc = bilo__fail_code(BILO_EIO, "%s: %s: cannot create %s: %s", op, path, tmp,
                                  strerror(errno));
-        free(tmp);
+        bilo__mfree(tmp);
         return rc;
     }
     const char *step = "write";
@@ -209,7 +209,7 @@ static int write_atomically(const char *op, const char *path, const unsigned cha
                              strerror(errno));
         unlink(tmp);
     }
-    free(tmp);
+    bilo__mfree(tmp);
     return rc;
 }
 
@@ -225,7 +225,7 @@ int bilo_save_params(const char *path, bilo_tensor *const *params, int n)
     size_t size = header_size(params, n);
     for (int i = 0; i < n; i++) size += (size_t)params[i]->numel * bilo_dtype_size(params[i]->dtype);
     size += 4;
-    unsigned char *buf = malloc(size), *p = buf;
+    unsigned char *buf = bilo__malloc(size), *p = buf;
     if (!buf) return bilo__fail_code(BILO_ENOMEM, "%s: out of memory for %zu bytes", op, size);
     memcpy(p, PARAM_MAGIC, 8);
     put_u32(p + 8, PARAM_VERSION);
@@ -243,7 +243,7 @@ int bilo_save_params(const char *path, bilo_tensor *const *params, int n)
     }
     put_u32(p, (uint32_t)crc32_z(0L, buf, size - 4));
     int rc = write_atomically(op, path, buf, size);
-    free(buf);
+    bilo__mfree(buf);
     return rc;
 }
 
@@ -258,11 +258,11 @@ static int read_file(const char *op, const char *path, unsigned char **buf, size
         return bilo__fail_code(BILO_EIO, "%s: %s: not a regular file", op, path);
     }
     *size = (size_t)st.st_size;
-    *buf = malloc(*size + 1);
+    *buf = bilo__malloc(*size + 1);
     bool ok = *buf && fread(*buf, 1, *size, f) == *size;
     fclose(f);
     if (!ok) {
-        free(*buf);
+        bilo__mfree(*buf);
         *buf = NULL;
         return bilo__fail_code(BILO_EIO, "%s: %s: cannot read %zu bytes", op, path, *size);
     }
@@ -344,6 +344,6 @@ int bilo_load_params(const char *path, bilo_tensor *const *params, int n)
             off += (size_t)params[i]->numel * bilo_dtype_size(params[i]->dtype);
         }
     }
-    free(buf);
+    bilo__mfree(buf);
     return rc;
 }

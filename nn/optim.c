@@ -88,9 +88,9 @@ void bilo_optim_free(bilo_optim *opt)
     if (!opt) return;
     for (int i = 0; i < opt->n; i++) bilo_release(opt->params[i]);
     for (int i = 0; i < opt->n * opt->per_param; i++) bilo_release(opt->state[i]);
-    free(opt->params);
-    free(opt->state);
-    free(opt);
+    bilo__mfree(opt->params);
+    bilo__mfree(opt->state);
+    bilo__mfree(opt);
 }
 
 bilo_optim *bilo_optim_new(const bilo_optim_opts *opts, bilo_tensor *const *params, int n)
@@ -101,12 +101,12 @@ bilo_optim *bilo_optim_new(const bilo_optim_opts *opts, bilo_tensor *const *para
     if (n < 1 || !params) return bilo__fail(BILO_EINVAL, "%s: need n >= 1 parameters (n %d)", op, n);
     for (int i = 0; i < n; i++)
         if (check_pair(op, i, params[i], params[i]) < 0) return NULL;
-    bilo_optim *opt = calloc(1, sizeof *opt);
+    bilo_optim *opt = bilo__calloc(1, sizeof *opt);
     if (!opt) return bilo__fail(BILO_ENOMEM, "%s: out of memory", op);
     opt->cfg = cfg;
     opt->per_param = state_count(&cfg);
-    opt->params = calloc((size_t)n, sizeof *opt->params);
-    opt->state = calloc((size_t)n * (size_t)opt->per_param + 1, sizeof *opt->state);
+    opt->params = bilo__calloc((size_t)n, sizeof *opt->params);
+    opt->state = bilo__calloc((size_t)n * (size_t)opt->per_param + 1, sizeof *opt->state);
     if (!opt->params || !opt->state) {
         bilo_optim_free(opt);
         return bilo__fail(BILO_ENOMEM, "%s: out of memory", op);

@@ -30,6 +30,7 @@ static struct {
     bilo_allocator sys;
     free_block *free_lists[CLASS_COUNT];
     bilo_mem_stats stats;
+    size_t raw_blocks; /* outstanding bilo__malloc blocks: they pin the underlying allocator */
 } heap = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .sys = {malloc, realloc, calloc, free},
@@ -131,6 +132,32 @@ bool bilo__reserve(void **array, size_t *capacity, size_t need, size_t elem)
     return true;
 }
 
+void *bilo__malloc(size_t nbytes)
+{
+    pthread_mutex_lock(&heap.lock);
+    void *p = heap.sys.malloc(nbytes ? nbytes : 1);
+    if (p) heap.raw_blocks++;
+    pthread_mutex_unlock(&heap.lock);
+    return p;
+}
+
+void *bilo__calloc(size_t count, size_t size)
+{
+    if (size && count > SIZE_MAX / size) return NULL;
+    void *p = bilo__malloc(count * size);
+    if (p) memset(p, 0, count * size);
+    return p;
+}
+
+void bilo__mfree(void *ptr)
+{
+    if (!ptr) return;
+    pthread_mutex_lock(&heap.lock);
+    heap.sys.free(ptr);
+    heap.raw_blocks--;
+    pthread_mutex_unlock(&heap.lock);
+}
+
 static void trim_locked(void)
 {
     for (int c = 0; c < CLASS_COUNT; c++) {
@@ -155,12 +182,12 @@ BILO_API int bilo_set_allocator(const bilo_allocator *alloc)
     if (alloc && (!alloc->malloc || !alloc->free))
         return bilo__fail_code(BILO_EINVAL, "bilo_set_allocator: malloc and free hooks are required");
     pthread_mutex_lock(&heap.lock);
-    if (heap.stats.live_bytes != 0) {
-        size_t live = heap.stats.live_bytes;
+    if (heap.stats.live_bytes != 0 || heap.raw_blocks != 0) {
+        size_t live = heap.stats.live_bytes + heap.raw_blocks;
         pthread_mutex_unlock(&heap.lock);
         return bilo__fail_code(BILO_ESTATE,
-                               "bilo_set_allocator: %zu bytes of bilo memory are still alive; "
-                               "release every tensor first",
+                               "bilo_set_allocator: bilo memory is still alive (%zu bytes and blocks); "
+                               "release every tensor and bilo object first",
                                live);
     }
     trim_locked();

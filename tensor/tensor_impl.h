@@ -42,6 +42,11 @@ const char *bilo__shape_str(char *buf, int ndim, const int64_t *shape);
 /* 64-byte aligned blocks from the caching allocator; NULL (no error set) when out of memory. */
 void *bilo__alloc(size_t nbytes);
 void bilo__free(void *ptr, size_t nbytes);
+/* Unaligned, uncached blocks for long-lived objects (optimizers, estimators, scratch),
+   through the embedding program's allocator hooks; NULL when out of memory. */
+void *bilo__malloc(size_t nbytes);
+void *bilo__calloc(size_t count, size_t size);
+void bilo__mfree(void *ptr);
 /* Grow an array of elem-sized items (from bilo__alloc) to hold at least `need`, doubling;
    false (array unchanged) when out of memory. */
 bool bilo__reserve(void **array, size_t *capacity, size_t need, size_t elem);

@@ -233,6 +233,11 @@ static void test_step_allocates_nothing(void)
     tap_ok(bilo_set_allocator(&(bilo_allocator){count_malloc, count_realloc, count_calloc,
                                                 count_free}) == 0,
            "counting hooks installed");
+    size_t before_new = hook_mallocs;
+    bilo_tensor *w = bilo_ones(BILO_F64, BILO_SHAPE(3));
+    bilo_optim_free(bilo_optim_new(&(bilo_optim_opts){.kind = BILO_OPTIM_ADAM}, &w, 1));
+    bilo_release(w);
+    tap_ok(hook_mallocs > before_new, "optimizer objects come from the installed hooks");
     bilo_rng rng = bilo_rng_make(3, 0);
     const bilo_optim_kind kinds[] = {BILO_OPTIM_SGD, BILO_OPTIM_ADAM, BILO_OPTIM_ADAMW};
     for (int k = 0; k < 3; k++) {
@@ -249,11 +254,13 @@ static void test_step_allocates_nothing(void)
         bilo_no_grad_end();
         tap_ok(hook_mallocs == after_first, "kind %d: 20 more steps, no system allocation (%zu, %zu)",
                k, after_first, hook_mallocs);
-        bilo_optim_free(opt);
         for (int i = 0; i < 2; i++) {
             bilo_release(p[i]);
             bilo_release(g[i]);
         }
+        tap_ok(bilo_set_allocator(NULL) == BILO_ESTATE,
+               "kind %d: the hooks stay while an optimizer holds memory from them", k);
+        bilo_optim_free(opt);
     }
     bilo_mem_trim();
     tap_ok(bilo_set_allocator(NULL) == 0, "default allocator restored");
