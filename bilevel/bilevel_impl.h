@@ -3,6 +3,8 @@
 #ifndef BILO_BILEVEL_IMPL_H
 #define BILO_BILEVEL_IMPL_H
 
+#include <stddef.h>
+
 #include "bilo_autograd.h"
 #include "bilo_bilevel.h"
 
@@ -11,13 +13,15 @@ typedef struct {
     /* Estimate at (x, y): the lists are aliases that require grad, grads gets n_x tensors. */
     int (*hypergradient)(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
                          bilo_tensor **grads);
-    /* Fills grads for one outer step on the problem's tensors; NULL: inner solve, then
-       hypergradient at the problem's (x, y). */
-    int (*step_grads)(bilo_estimator *e, bilo_tensor **grads);
+    /* Fills grads for one outer step on the problem's tensors (methods that move y themselves,
+       or that follow a published schedule for the outer step size through
+       bilo_optim_set_lr(outer, ...)); NULL: inner solve, then hypergradient at (x, y). */
+    int (*step_grads)(bilo_estimator *e, bilo_optim *outer, bilo_tensor **grads);
 } bilo__estimator_vt;
 
 struct bilo_estimator {
     const bilo__estimator_vt *vt;
+    const char *name;        /* vt->name, or the preset's name when created by name */
     bilo_problem prob;       /* x and y point at the copies below */
     bilo_tensor **x, **y;
     bilo_tensor **y_init;    /* clones of the initial y, for inner.reset */
@@ -26,6 +30,10 @@ struct bilo_estimator {
     int truncate;            /* ITD */
     bilo_aid_opts aid;       /* AID-* */
     bilo_tensor **v;         /* AID warm start of v (NULL entries until first use) */
+    void *opts;              /* the method's own option struct (bilo__estimator_create copies it) */
+    bilo_tensor **state;     /* the method's persistent tensors (e.g. SOBA's v, F2SA's z and λ):
+                                fixed shapes, created with the estimator, saved in checkpoints */
+    int n_state;
     bilo_cost last, total;
     char message[256];
 };
@@ -50,8 +58,60 @@ int bilo__check_finite(bilo_estimator *e, const char *what, bilo_tensor *const *
 
 extern const bilo__estimator_vt bilo__exact_vt, bilo__itd_vt, bilo__aid_cg_vt,
     bilo__aid_ns_vt, bilo__aid_fp_vt;
+/* fx = ∇_x f, fy = ∇_y f at (x, y) (aliases requiring grad); counts one f gradient. */
+int bilo__upper_grads(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
+                      bilo_tensor **fx, bilo_tensor **fy);
+/* gy = ∇_y g with its graph recorded, so products with it are second derivatives. */
+int bilo__lower_grad_graph(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
+                           bilo_tensor **gy);
+/* out = (∂gy/∂in)ᵀ v: ∇²_yy g·v for in = y, ∇²_xy g·v for in = x; counts one HVP. */
+int bilo__second_product(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *v,
+                         bilo_tensor *const *in, int n_in, bilo_tensor **out);
+/* Fresh copies (no graph, own storage) of ts[0..n), scaled by alpha. */
+int bilo__list_scaled(bilo_tensor *const *ts, int n, double alpha, bilo_tensor **out);
+/* y_i += alpha x_i in place. */
+int bilo__list_axpy(bilo_tensor *const *y, double alpha, bilo_tensor *const *x, int n);
+
 /* Common constructor for every method. */
 bilo_estimator *bilo__estimator_create(const bilo__estimator_vt *vt, const bilo_problem *p,
                                        const bilo_inner_opts *inner);
+/* Copies the method's option struct into e->opts (freed with the estimator). */
+int bilo__estimator_set_opts(bilo_estimator *e, const void *opts, size_t size);
+/* Allocates e->state with n NULL entries; the method fills them with kept tensors. */
+int bilo__state_alloc(bilo_estimator *e, int n);
+
+/* ---- options by name ------------------------------------------------------------------ */
+
+typedef enum { BILO__OPT_INT, BILO__OPT_DOUBLE, BILO__OPT_BOOL, BILO__OPT_U64,
+               BILO__OPT_CHOICE } bilo__opt_type;
+
+/* One "key=value" option: where it lives in the method's option struct. CHOICE stores the
+   index (an int-sized enum) of the value in the NULL-terminated `choices`. */
+typedef struct {
+    const char *key;
+    bilo__opt_type type;
+    size_t offset;
+    const char *const *choices;
+} bilo__option;
+
+/* The keys every method takes, for an option struct whose first member is `inner`. */
+#define BILO__INNER_OPTIONS(type)                                                              \
+    {"T", BILO__OPT_INT, offsetof(type, inner.T), NULL},                                       \
+    {"lr", BILO__OPT_DOUBLE, offsetof(type, inner.optim.lr), NULL},                            \
+    {"momentum", BILO__OPT_DOUBLE, offsetof(type, inner.optim.momentum), NULL},                \
+    {"optim", BILO__OPT_CHOICE, offsetof(type, inner.optim.kind), bilo__optim_kinds},          \
+    {"reset", BILO__OPT_BOOL, offsetof(type, inner.reset), NULL},                              \
+    {"tol", BILO__OPT_DOUBLE, offsetof(type, inner.tol), NULL}
+
+extern const char *const bilo__optim_kinds[];
+
+/* A name bilo_estimator_new accepts: the preset is applied before the caller's options. */
+typedef struct {
+    const char *name;
+    const char *preset;            /* "key=value,..." ("" for none) */
+    const bilo__option *options;   /* terminated by a {NULL} entry */
+    size_t opts_size;
+    bilo_estimator *(*make)(const bilo_problem *p, const void *opts);
+} bilo__method;
 
 #endif

@@ -30,6 +30,10 @@ typedef struct {
     void *user;
     bilo_batcher *lower_data; /* minibatches for g; NULL (default): full batch */
     bilo_batcher *upper_data; /* minibatches for f; NULL (default): full batch */
+    /* Called at the start of every outer step (step = steps done so far), e.g. to draw the
+       step's meta-learning episodes; NULL (default): nothing. Returns 0 or a negative code
+       after setting a bilo error. */
+    int (*begin_step)(int64_t step, void *user);
 } bilo_problem;
 
 typedef struct {
@@ -81,12 +85,94 @@ BILO_API bilo_estimator *bilo_aid_cg_new(const bilo_problem *p, const bilo_aid_o
 BILO_API bilo_estimator *bilo_aid_ns_new(const bilo_problem *p, const bilo_aid_opts *opts);
 BILO_API bilo_estimator *bilo_aid_fp_new(const bilo_problem *p, const bilo_aid_opts *opts);
 
-/* By name ("exact", "itd", "aid-cg", "aid-ns", "aid-fp") with options "key=value,..." (NULL or
-   "" for the defaults). Keys: T, lr, momentum, optim (sgd|adam|adamw), reset (0|1), tol for
-   every method; truncate (itd); K, eta, warm_v (aid-*). Unknown names, keys or values give
-   BILO_EINVAL with a message naming them. */
+/* ---- Hessian-free and single-loop methods ---------------------------------------------
+   Conventions shared by these: `inner.T` is the number of inner updates per outer step (for
+   the single-loop methods SOBA and FSLA, 1 as published, 1 when 0); a method that publishes a
+   schedule for the outer step size applies it through bilo_optim_set_lr on the outer
+   optimizer when `outer_lr` > 0 (0, the default: the outer optimizer's lr is left alone);
+   `seed` keys the method's Philox streams. bilo_estimator_hypergradient(x, y) runs the
+   method's inner work from y at fixed x and returns its direction without moving the
+   estimator's persistent state. */
+
+typedef enum {
+    BILO_DIRECTIONS_GAUSSIAN,   /* u ~ N(0, I) over all of x, averaged over Q */
+    BILO_DIRECTIONS_SPHERE,     /* u ~ N(0, I) normalized per outer tensor (the authors' code) */
+    BILO_DIRECTIONS_COORDINATE, /* u = e_1..e_dx, summed: exact when y_T is affine in x */
+} bilo_directions;
+
+/* ESJ / PZOBO (Sow, Ji, Liang 2021/2022): the response Jacobian from Q perturbed inner runs
+   that share the starting point and minibatch sequence of the unperturbed run; Hessian-free. */
+typedef struct {
+    bilo_inner_opts inner;
+    int Q;                      /* perturbations per estimate, 1 when 0 */
+    double mu;                  /* smoothing radius μ, 0.01 when 0 */
+    bilo_directions directions; /* gaussian (default), sphere or coordinate */
+    bool antithetic;            /* pairs x ± μu (central differences), 2Q perturbed runs */
+    uint64_t seed;              /* direction streams keyed by (seed, outer step, q) */
+    int threads;                /* perturbed runs in parallel; 0: bilo_get_threads(). The
+                                   callbacks are then called from several threads at once */
+} bilo_es_opts;
+
+typedef enum {
+    BILO_BOME_PHI_GRAD_NORM, /* φ = η‖∇q‖² (the authors' toy code) */
+    BILO_BOME_PHI_VALUE,     /* φ = η·q (the authors' HPO code) */
+} bilo_bome_phi;
+
+/* BOME (Ye et al. 2022): T steps from y give ŷ; q = g(x, y) − g(x, ŷ); one joint step on
+   (x, y) along ∇f + λ∇q with λ = max(φ − ⟨∇f, ∇q⟩, 0)/‖∇q‖². First-order only. */
+typedef struct {
+    bilo_inner_opts inner; /* the T steps that give ŷ (inner.optim.lr is ŷ's step size) */
+    bilo_bome_phi phi;
+    double eta;            /* η, 0.5 when 0 */
+    double y_lr;           /* step size of y in the joint step, 0.01 when 0 */
+    double y_momentum;     /* heavy-ball momentum of that step, 0 by default */
+} bilo_bome_opts;
+
+/* F2SA (Kwon et al. 2023): y on f + λg and z on g by T first-order steps each, outer direction
+   ∇_x f(x, y) + λ(∇_x g(x, y) − ∇_x g(x, z)), λ growing by δ_t. First-order only. */
+typedef struct {
+    bilo_inner_opts inner; /* T steps of y and z per outer step; inner.optim.lr is γ's base */
+    double lambda0;        /* initial multiplier λ, 1 when 0 */
+    double delta;          /* δ_t = delta/(t+1)^{1/7}, 0.1 when 0 */
+    bool fixed_lambda;     /* keep λ = lambda0 (for bias studies) */
+    bool decay;            /* the published step decay (t+1)^{-5/7} (y), ^{-4/7} (z, x) */
+    double outer_lr;       /* see the conventions above: α_t = outer_lr/(t+1)^{4/7} */
+} bilo_f2sa_opts;
+
+/* SOBA (Dagréou et al. 2022) and FSLA (Li, Gu, Huang 2022): one loop moving y, the linear-
+   system state v (≈ [∇²_yy g]⁻¹∇_y f up to sign) and, for FSLA, the STORM momentum d. */
+typedef struct {
+    bilo_inner_opts inner; /* T single-loop updates of y and v per outer step (1 when 0);
+                              inner.optim.lr is the base step s of γ_t = s/√(t+1) */
+    bool decay;            /* the published 1/√(t+1) decay of every step size */
+    double outer_lr;       /* α_t = outer_lr/√(t+1) when decay, else outer_lr */
+} bilo_single_loop_opts;
+
+/* Penalty (Mehra, Hamm 2021): augmented Lagrangian f + νᵀ∇_y g + (ρ/2)‖∇_y g‖² (+ λg for y),
+   T Adam-style steps on y then one outer step; ρ, λ, ε, ν follow the authors' schedule. */
+typedef struct {
+    bilo_inner_opts inner; /* T (niter) steps on y against h_lower */
+    double rho0, lambda0, eps0, nu0;   /* 1e-2, 1e-2, 1e-2, 1e-4 when 0 */
+    double c_rho, c_lambda, c_eps;     /* 1.1, 0.9, 0.9 when 0 */
+    double lr_decay;       /* both step sizes ×lr_decay when the schedule advances, 0.9 when 0 */
+} bilo_penalty_opts;
+
+BILO_API bilo_estimator *bilo_esj_new(const bilo_problem *p, const bilo_es_opts *opts);
+BILO_API bilo_estimator *bilo_bome_new(const bilo_problem *p, const bilo_bome_opts *opts);
+BILO_API bilo_estimator *bilo_f2sa_new(const bilo_problem *p, const bilo_f2sa_opts *opts);
+BILO_API bilo_estimator *bilo_soba_new(const bilo_problem *p, const bilo_single_loop_opts *opts);
+BILO_API bilo_estimator *bilo_fsla_new(const bilo_problem *p, const bilo_single_loop_opts *opts);
+BILO_API bilo_estimator *bilo_penalty_new(const bilo_problem *p, const bilo_penalty_opts *opts);
+
+/* By name with options "key=value,..." (NULL or "" for the defaults); a preset name applies its
+   authors' defaults first. Names: exact, itd, aid-cg, aid-ns, aid-fp, and those listed by
+   bilo_estimator_method_name. Keys: T, lr, momentum, optim (sgd|adam|adamw), reset (0|1), tol
+   for every method; truncate (itd); K, eta, warm_v (aid-*); the other methods' keys are their
+   option fields' names. Unknown names, keys or values give BILO_EINVAL naming them. */
 BILO_API bilo_estimator *bilo_estimator_new(const char *name, const bilo_problem *p,
                                             const char *options);
+/* The i-th name bilo_estimator_new accepts (i = 0, 1, ...), NULL past the last. */
+BILO_API const char *bilo_estimator_method_name(int i);
 BILO_API const char *bilo_estimator_name(const bilo_estimator *e);
 
 /* The estimate at the point (x, y) (lists shaped like the problem's; ITD unrolls its T inner

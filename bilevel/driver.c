@@ -51,7 +51,7 @@ static double now_seconds(void)
 static int64_t method_id(const bilo_estimator *e)
 {
     uint64_t h = UINT64_C(14695981039346656037);
-    for (const char *c = e->vt->name; *c; c++)
+    for (const char *c = e->name; *c; c++)
         h = (h ^ (unsigned char)*c) * UINT64_C(1099511628211);
     return (int64_t)(h >> 1);
 }
@@ -75,6 +75,7 @@ static void live_tensors(const driver *d, bilo_tensor **ts)
         for (int k = 0; k < d->s_outer; k++) ts[at++] = bilo_optim_state(d->outer, i, k);
     for (int i = 0; i < ny; i++)
         for (int k = 0; k < d->s_inner; k++) ts[at++] = bilo_optim_state(e->inner_opt, i, k);
+    for (int i = 0; i < e->n_state; i++) ts[at++] = e->state[i];
     for (int i = 0; i < ny; i++) ts[at++] = e->v[i];
 }
 
@@ -354,7 +355,7 @@ int bilo_driver_run(bilo_estimator *e, bilo_optim *outer, const bilo_driver_opts
     driver d = {.e = e, .outer = outer, .o = o, .t0 = now_seconds()};
     d.s_outer = states_per_param(outer);
     d.s_inner = states_per_param(e->inner_opt);
-    d.n = 1 + e->prob.n_x * (1 + d.s_outer) + e->prob.n_y * (2 + d.s_inner);
+    d.n = 1 + e->prob.n_x * (1 + d.s_outer) + e->prob.n_y * (2 + d.s_inner) + e->n_state;
     if (o->resume && o->checkpoint_path && access(o->checkpoint_path, F_OK) == 0) {
         int64_t step = load_checkpoint(&d);
         if (step < 0) return (int)step;

@@ -1,5 +1,7 @@
 /* The estimator interface: construction (by options struct or by name with a key=value
    string), hypergradient at a point, outer step, cost report. */
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -67,6 +69,7 @@ bilo_estimator *bilo__estimator_create(const bilo__estimator_vt *vt, const bilo_
     bilo_estimator *e = bilo__calloc(1, sizeof *e);
     if (!e) return bilo__fail(BILO_ENOMEM, "bilo_estimator: out of memory");
     e->vt = vt;
+    e->name = vt->name;
     e->prob = *p;
     e->inner = inner ? *inner : (bilo_inner_opts){0};
     if (e->inner.T == 0) e->inner.T = 100;
@@ -96,11 +99,29 @@ void bilo_estimator_free(bilo_estimator *e)
     release_list(e->y, e->prob.n_y);
     release_list(e->y_init, e->prob.n_y);
     release_list(e->v, e->prob.n_y);
+    release_list(e->state, e->n_state);
+    bilo__mfree(e->opts);
     bilo_optim_free(e->inner_opt);
     bilo__mfree(e);
 }
 
-const char *bilo_estimator_name(const bilo_estimator *e) { return e ? e->vt->name : NULL; }
+int bilo__estimator_set_opts(bilo_estimator *e, const void *opts, size_t size)
+{
+    if (!(e->opts = bilo__malloc(size)))
+        return bilo__fail_code(BILO_ENOMEM, "bilo_estimator (%s): out of memory", e->name);
+    memcpy(e->opts, opts, size);
+    return 0;
+}
+
+int bilo__state_alloc(bilo_estimator *e, int n)
+{
+    if (!(e->state = bilo__calloc((size_t)n, sizeof *e->state)))
+        return bilo__fail_code(BILO_ENOMEM, "bilo_estimator (%s): out of memory", e->name);
+    e->n_state = n;
+    return 0;
+}
+
+const char *bilo_estimator_name(const bilo_estimator *e) { return e ? e->name : NULL; }
 const char *bilo_estimator_message(const bilo_estimator *e) { return e ? e->message : ""; }
 
 void bilo_estimator_report(const bilo_estimator *e, bilo_cost *last, bilo_cost *total)
@@ -178,7 +199,10 @@ int bilo_estimator_step(bilo_estimator *e, bilo_optim *outer)
     double t0 = cost_begin(e);
     bilo_tensor *grads[e->prob.n_x];
     bilo_scope_begin();
-    int rc = e->vt->step_grads ? e->vt->step_grads(e, grads) : default_step_grads(e, grads);
+    int rc = 0;
+    if (e->prob.begin_step) rc = e->prob.begin_step(e->total.steps, e->prob.user);
+    if (rc == 0)
+        rc = e->vt->step_grads ? e->vt->step_grads(e, outer, grads) : default_step_grads(e, grads);
     if (rc == 0) rc = bilo_optim_step(outer, grads);
     bilo_scope_end();
     cost_end(e, t0, true);
@@ -187,96 +211,65 @@ int bilo_estimator_step(bilo_estimator *e, bilo_optim *outer)
 
 /* ---- construction by name ---------------------------------------------------------- */
 
-typedef struct {
-    bilo_inner_opts inner;
-    int truncate, K;
-    double eta;
-    bool warm_v;
-} any_opts;
+const char *const bilo__optim_kinds[] = {"sgd", "adam", "adamw", NULL};
 
-enum { M_EXACT = 1, M_ITD = 2, M_AID = 4, M_ALL = 7 };
-
-typedef struct {
-    const char *name;
-    int methods;
-    int (*set)(any_opts *o, const char *value); /* 0 or -1 for a bad value */
-} option_key;
-
-static int parse_int(const char *s, int *out)
+static int parse_value(const bilo__option *o, const char *s, void *opts)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < 0 || v > 1000000000) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !(v >= 0) || v > 1e300) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_bool(const char *s, bool *out)
-{
-    if (strcmp(s, "0") && strcmp(s, "1")) return -1;
-    *out = s[0] == '1';
-    return 0;
-}
-
-static int set_T(any_opts *o, const char *v) { return parse_int(v, &o->inner.T); }
-static int set_lr(any_opts *o, const char *v) { return parse_double(v, &o->inner.optim.lr); }
-static int set_momentum(any_opts *o, const char *v)
-{
-    return parse_double(v, &o->inner.optim.momentum);
-}
-static int set_reset(any_opts *o, const char *v) { return parse_bool(v, &o->inner.reset); }
-static int set_tol(any_opts *o, const char *v) { return parse_double(v, &o->inner.tol); }
-static int set_truncate(any_opts *o, const char *v) { return parse_int(v, &o->truncate); }
-static int set_K(any_opts *o, const char *v) { return parse_int(v, &o->K); }
-static int set_eta(any_opts *o, const char *v) { return parse_double(v, &o->eta); }
-static int set_warm_v(any_opts *o, const char *v) { return parse_bool(v, &o->warm_v); }
-static int set_optim(any_opts *o, const char *v)
-{
-    static const char *const kinds[] = {"sgd", "adam", "adamw"};
-    for (int k = 0; k < 3; k++)
-        if (!strcmp(v, kinds[k])) {
-            o->inner.optim.kind = (bilo_optim_kind)k;
-            return 0;
-        }
+    char *field = (char *)opts + o->offset, *end;
+    switch (o->type) {
+    case BILO__OPT_INT: {
+        long v = strtol(s, &end, 10);
+        if (end == s || *end || v < 0 || v > 1000000000) return -1;
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case BILO__OPT_DOUBLE: {
+        double v = strtod(s, &end);
+        if (end == s || *end || !(v >= 0) || v > 1e300) return -1;
+        *(double *)field = v;
+        return 0;
+    }
+    case BILO__OPT_BOOL:
+        if (strcmp(s, "0") && strcmp(s, "1")) return -1;
+        *(bool *)field = s[0] == '1';
+        return 0;
+    case BILO__OPT_U64: {
+        if (*s == '-') return -1;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (end == s || *end) return -1;
+        *(uint64_t *)field = v;
+        return 0;
+    }
+    case BILO__OPT_CHOICE:
+        for (int k = 0; o->choices[k]; k++)
+            if (!strcmp(s, o->choices[k])) {
+                *(int *)field = k;
+                return 0;
+            }
+        return -1;
+    }
     return -1;
 }
 
-static const option_key option_keys[] = {
-    {"T", M_ALL, set_T},           {"lr", M_ALL, set_lr},     {"momentum", M_ALL, set_momentum},
-    {"optim", M_ALL, set_optim},   {"reset", M_ALL, set_reset}, {"tol", M_ALL, set_tol},
-    {"truncate", M_ITD, set_truncate}, {"K", M_AID, set_K},     {"eta", M_AID, set_eta},
-    {"warm_v", M_AID, set_warm_v},
-};
-
-static int apply_option(const char *method, int mask, char *item, any_opts *o)
+static int apply_option(const bilo__method *m, char *item, void *opts)
 {
     char *eq = strchr(item, '=');
     if (!eq)
         return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: option '%s' for %s is not "
-                               "key=value", item, method);
+                               "key=value", item, m->name);
     *eq = '\0';
-    for (size_t k = 0; k < sizeof option_keys / sizeof *option_keys; k++) {
-        const option_key *ok = &option_keys[k];
-        if (strcmp(item, ok->name) || !(ok->methods & mask)) continue;
-        if (ok->set(o, eq + 1) < 0)
+    for (const bilo__option *o = m->options; o->key; o++) {
+        if (strcmp(item, o->key)) continue;
+        if (parse_value(o, eq + 1, opts) < 0)
             return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: bad value '%s' for option "
-                                   "%s of %s", eq + 1, item, method);
+                                   "%s of %s", eq + 1, item, m->name);
         return 0;
     }
     return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: unknown option '%s' for %s", item,
-                           method);
+                           m->name);
 }
 
-static int parse_options(const char *method, int mask, const char *text, any_opts *o)
+static int parse_options(const bilo__method *m, const char *text, void *opts)
 {
     if (!text) return 0;
     char buf[512];
@@ -286,55 +279,78 @@ static int parse_options(const char *method, int mask, const char *text, any_opt
     strcpy(buf, text);
     char *save = NULL;
     for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        int rc = apply_option(method, mask, item, o);
+        int rc = apply_option(m, item, opts);
         if (rc < 0) return rc;
     }
     return 0;
 }
 
-typedef struct {
-    const char *name;
-    int mask;
-    bilo_estimator *(*make)(const bilo_problem *p, const any_opts *o);
-} method_entry;
-
-static bilo_estimator *make_exact(const bilo_problem *p, const any_opts *o)
+static bilo_estimator *make_exact(const bilo_problem *p, const void *o)
 {
-    return bilo_exact_new(p, &(bilo_exact_opts){.inner = o->inner});
+    return bilo_exact_new(p, o);
 }
-static bilo_estimator *make_itd(const bilo_problem *p, const any_opts *o)
+static bilo_estimator *make_itd(const bilo_problem *p, const void *o) { return bilo_itd_new(p, o); }
+static bilo_estimator *make_cg(const bilo_problem *p, const void *o)
 {
-    return bilo_itd_new(p, &(bilo_itd_opts){.inner = o->inner, .truncate = o->truncate});
+    return bilo_aid_cg_new(p, o);
 }
-#define AID_OPTS(o) (&(bilo_aid_opts){.inner = (o)->inner, .K = (o)->K, .eta = (o)->eta, \
-                                     .warm_v = (o)->warm_v})
-static bilo_estimator *make_cg(const bilo_problem *p, const any_opts *o)
+static bilo_estimator *make_ns(const bilo_problem *p, const void *o)
 {
-    return bilo_aid_cg_new(p, AID_OPTS(o));
+    return bilo_aid_ns_new(p, o);
 }
-static bilo_estimator *make_ns(const bilo_problem *p, const any_opts *o)
+static bilo_estimator *make_fp(const bilo_problem *p, const void *o)
 {
-    return bilo_aid_ns_new(p, AID_OPTS(o));
-}
-static bilo_estimator *make_fp(const bilo_problem *p, const any_opts *o)
-{
-    return bilo_aid_fp_new(p, AID_OPTS(o));
+    return bilo_aid_fp_new(p, o);
 }
 
-static const method_entry methods[] = {
-    {"exact", M_EXACT, make_exact}, {"itd", M_ITD, make_itd},   {"aid-cg", M_AID, make_cg},
-    {"aid-ns", M_AID, make_ns},     {"aid-fp", M_AID, make_fp},
+static const bilo__option exact_options[] = {BILO__INNER_OPTIONS(bilo_exact_opts), {NULL}};
+static const bilo__option itd_options[] = {
+    BILO__INNER_OPTIONS(bilo_itd_opts),
+    {"truncate", BILO__OPT_INT, offsetof(bilo_itd_opts, truncate), NULL},
+    {NULL}};
+static const bilo__option aid_options[] = {
+    BILO__INNER_OPTIONS(bilo_aid_opts),
+    {"K", BILO__OPT_INT, offsetof(bilo_aid_opts, K), NULL},
+    {"eta", BILO__OPT_DOUBLE, offsetof(bilo_aid_opts, eta), NULL},
+    {"warm_v", BILO__OPT_BOOL, offsetof(bilo_aid_opts, warm_v), NULL},
+    {NULL}};
+
+static const bilo__method methods[] = {
+    {"exact", "", exact_options, sizeof(bilo_exact_opts), make_exact},
+    {"itd", "", itd_options, sizeof(bilo_itd_opts), make_itd},
+    {"aid-cg", "", aid_options, sizeof(bilo_aid_opts), make_cg},
+    {"aid-ns", "", aid_options, sizeof(bilo_aid_opts), make_ns},
+    {"aid-fp", "", aid_options, sizeof(bilo_aid_opts), make_fp},
 };
+enum { N_METHODS = sizeof methods / sizeof *methods };
+
+const char *bilo_estimator_method_name(int i)
+{
+    return i >= 0 && i < N_METHODS ? methods[i].name : NULL;
+}
+
+static bilo_estimator *make_by_name(const bilo__method *m, const bilo_problem *p,
+                                    const char *options)
+{
+    _Alignas(max_align_t) unsigned char opts[256] = {0};
+    if (m->opts_size > sizeof opts)
+        return bilo__fail(BILO_EINVAL, "bilo_estimator_new: options of %s too large", m->name);
+    if (parse_options(m, m->preset, opts) < 0 || parse_options(m, options, opts) < 0)
+        return NULL;
+    bilo_estimator *e = m->make(p, opts);
+    if (e) e->name = m->name;
+    return e;
+}
 
 bilo_estimator *bilo_estimator_new(const char *name, const bilo_problem *p, const char *options)
 {
     if (!name) return bilo__fail(BILO_ENULL, "bilo_estimator_new: NULL method name");
-    for (size_t m = 0; m < sizeof methods / sizeof *methods; m++) {
-        if (strcmp(name, methods[m].name)) continue;
-        any_opts o = {0};
-        if (parse_options(name, methods[m].mask, options, &o) < 0) return NULL;
-        return methods[m].make(p, &o);
+    char known[512] = "";
+    for (int m = 0; m < N_METHODS; m++) {
+        if (!strcmp(name, methods[m].name)) return make_by_name(&methods[m], p, options);
+        size_t len = strlen(known);
+        snprintf(known + len, sizeof known - len, "%s%s", m ? ", " : "", methods[m].name);
     }
-    return bilo__fail(BILO_EINVAL, "bilo_estimator_new: unknown method '%s' (known: exact, itd, "
-                      "aid-cg, aid-ns, aid-fp)", name);
+    return bilo__fail(BILO_EINVAL, "bilo_estimator_new: unknown method '%s' (known: %s)", name,
+                      known);
 }

@@ -8,64 +8,6 @@
 #include "bilevel_impl.h"
 #include "tensor_impl.h"
 
-/* ---- shared pieces ------------------------------------------------------------------ */
-
-/* fx = ∇_x f, fy = ∇_y f at (x, y) (aliases requiring grad). */
-static int upper_grads(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
-                       bilo_tensor **fx, bilo_tensor **fy)
-{
-    int nx = e->prob.n_x, ny = e->prob.n_y;
-    bilo_tensor *in[nx + ny], *out[nx + ny];
-    memcpy(in, x, (size_t)nx * sizeof *in);
-    memcpy(in + nx, y, (size_t)ny * sizeof *in);
-    bilo_tensor *f = bilo__loss(e, true, x, y);
-    if (!f) return bilo_errcode();
-    int rc = bilo__grads_or_zeros(f, in, nx + ny, out, 0);
-    if (rc < 0) return rc;
-    e->last.f_grads++;
-    memcpy(fx, out, (size_t)nx * sizeof *out);
-    memcpy(fy, out + nx, (size_t)ny * sizeof *out);
-    return 0;
-}
-
-/* gy = ∇_y g with its graph recorded, so products with it are second derivatives. */
-static int lower_grad_graph(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
-                            bilo_tensor **gy)
-{
-    bilo_tensor *g = bilo__loss(e, false, x, y);
-    if (!g) return bilo_errcode();
-    int rc = bilo__grads_or_zeros(g, y, e->prob.n_y, gy, BILO_CREATE_GRAPH);
-    if (rc == 0) e->last.g_grads++;
-    return rc;
-}
-
-/* out = (∂gy/∂in)ᵀ v: the Hessian product ∇²_yy g·v for in = y, the mixed ∇²_xy g·v for x. */
-static int second_product(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *v,
-                          bilo_tensor *const *in, int n_in, bilo_tensor **out)
-{
-    int rc = bilo_grad(gy, e->prob.n_y, v, in, n_in, out,
-                       BILO_RETAIN_GRAPH | BILO_ALLOW_UNUSED);
-    for (int i = 0; rc == 0 && i < n_in; i++)
-        if (!out[i] && !(out[i] = bilo_zeros_like(in[i]))) rc = bilo_errcode();
-    if (rc == 0) e->last.hvps++;
-    return rc;
-}
-
-/* Fresh copies (no graph, own storage) of ts[0..n), scaled by alpha. */
-static int scaled_copies(bilo_tensor *const *ts, int n, double alpha, bilo_tensor **out)
-{
-    for (int i = 0; i < n; i++)
-        if (!(out[i] = bilo_mul_scalar(ts[i], alpha))) return bilo_errcode();
-    return 0;
-}
-
-static int list_axpy(bilo_tensor *const *y, double alpha, bilo_tensor *const *x, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (bilo_axpy_(y[i], alpha, x[i]) < 0) return bilo_errcode();
-    return 0;
-}
-
 /* ---- AID: v ≈ H⁻¹ ∇_y f by a method-specific solver, then ∇_x f − ∇²_xy g·v --------- */
 
 typedef int (*aid_solver)(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *x,
@@ -86,19 +28,19 @@ static int solve_cg(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *cons
 {
     int ny = e->prob.n_y, rc;
     bilo_tensor *r[ny], *p[ny], *hp[ny];
-    if ((rc = initial_v(e, b, v)) < 0 || (rc = scaled_copies(b, ny, 1, r)) < 0) return rc;
+    if ((rc = initial_v(e, b, v)) < 0 || (rc = bilo__list_scaled(b, ny, 1, r)) < 0) return rc;
     if (e->aid.warm_v && e->v[0]) {
-        if ((rc = second_product(e, gy, v, y, ny, hp)) < 0 || (rc = list_axpy(r, -1, hp, ny)) < 0)
+        if ((rc = bilo__second_product(e, gy, v, y, ny, hp)) < 0 || (rc = bilo__list_axpy(r, -1, hp, ny)) < 0)
             return rc;
     }
-    if ((rc = scaled_copies(r, ny, 1, p)) < 0) return rc;
+    if ((rc = bilo__list_scaled(r, ny, 1, p)) < 0) return rc;
     double rs = bilo__list_dot(r, r, ny);
     for (int k = 0; k < e->aid.K && rs > 0; k++) {
-        if ((rc = second_product(e, gy, p, y, ny, hp)) < 0) return rc;
+        if ((rc = bilo__second_product(e, gy, p, y, ny, hp)) < 0) return rc;
         double php = bilo__list_dot(p, hp, ny);
         if (!(php > 0)) break; /* H not positive definite along p: keep the current v */
         double alpha = rs / php;
-        if ((rc = list_axpy(v, alpha, p, ny)) < 0 || (rc = list_axpy(r, -alpha, hp, ny)) < 0)
+        if ((rc = bilo__list_axpy(v, alpha, p, ny)) < 0 || (rc = bilo__list_axpy(r, -alpha, hp, ny)) < 0)
             return rc;
         double rs_next = bilo__list_dot(r, r, ny);
         for (int i = 0; i < ny; i++)
@@ -119,13 +61,13 @@ static int neumann_term(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *
     bilo_scope_begin();
     if (e->prob.lower_data) {
         bilo_no_grad_end(); /* the caller solves under no-grad; this graph must be recorded */
-        rc = lower_grad_graph(e, x, y, fresh);
+        rc = bilo__lower_grad_graph(e, x, y, fresh);
         bilo_no_grad_begin();
         gy = fresh;
         if (rc < 0) goto done;
     }
-    if ((rc = second_product(e, gy, term, y, ny, hp)) == 0)
-        rc = list_axpy(term, -e->aid.eta, hp, ny);
+    if ((rc = bilo__second_product(e, gy, term, y, ny, hp)) == 0)
+        rc = bilo__list_axpy(term, -e->aid.eta, hp, ny);
 done:
     bilo_scope_end();
     return rc;
@@ -137,10 +79,10 @@ static int solve_ns(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *cons
 {
     int ny = e->prob.n_y, rc;
     bilo_tensor *term[ny];
-    if ((rc = scaled_copies(b, ny, 1, term)) < 0 || (rc = scaled_copies(b, ny, 1, v)) < 0)
+    if ((rc = bilo__list_scaled(b, ny, 1, term)) < 0 || (rc = bilo__list_scaled(b, ny, 1, v)) < 0)
         return rc;
     for (int k = 1; k < e->aid.K; k++) {
-        if ((rc = neumann_term(e, gy, x, y, term)) < 0 || (rc = list_axpy(v, 1, term, ny)) < 0)
+        if ((rc = neumann_term(e, gy, x, y, term)) < 0 || (rc = bilo__list_axpy(v, 1, term, ny)) < 0)
             return rc;
     }
     for (int i = 0; i < ny; i++)
@@ -156,9 +98,9 @@ static int solve_fp(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *cons
     bilo_tensor *hv[ny];
     if ((rc = initial_v(e, b, v)) < 0) return rc;
     for (int k = 0; k < e->aid.K; k++) {
-        if ((rc = second_product(e, gy, v, y, ny, hv)) < 0 ||
-            (rc = list_axpy(v, -e->aid.eta, hv, ny)) < 0 ||
-            (rc = list_axpy(v, e->aid.eta, b, ny)) < 0)
+        if ((rc = bilo__second_product(e, gy, v, y, ny, hv)) < 0 ||
+            (rc = bilo__list_axpy(v, -e->aid.eta, hv, ny)) < 0 ||
+            (rc = bilo__list_axpy(v, e->aid.eta, b, ny)) < 0)
             return rc;
     }
     return 0;
@@ -180,13 +122,13 @@ static int aid_hypergradient(bilo_estimator *e, aid_solver solve, bilo_tensor *c
 {
     int nx = e->prob.n_x, ny = e->prob.n_y, rc;
     bilo_tensor *fx[nx], *fy[ny], *gy[ny], *v[ny], *mixed[nx];
-    if ((rc = upper_grads(e, x, y, fx, fy)) < 0 || (rc = lower_grad_graph(e, x, y, gy)) < 0)
+    if ((rc = bilo__upper_grads(e, x, y, fx, fy)) < 0 || (rc = bilo__lower_grad_graph(e, x, y, gy)) < 0)
         return rc;
     bilo_no_grad_begin();
     rc = solve(e, gy, x, y, fy, v);
     bilo_no_grad_end();
     if (rc < 0 || (e->aid.warm_v && (rc = remember_v(e, v)) < 0)) return rc;
-    if ((rc = second_product(e, gy, v, x, nx, mixed)) < 0) return rc;
+    if ((rc = bilo__second_product(e, gy, v, x, nx, mixed)) < 0) return rc;
     for (int i = 0; i < nx; i++)
         if (!(grads[i] = bilo_sub(fx[i], mixed[i]))) return bilo_errcode();
     return 0;
@@ -388,7 +330,7 @@ static int exact_hypergradient(bilo_estimator *e, bilo_tensor *const *x, bilo_te
 {
     int nx = e->prob.n_x, ny = e->prob.n_y, rc;
     bilo_tensor *fx[nx], *fy[ny], *gy[ny], *flat[ny], *in[nx + ny];
-    if ((rc = upper_grads(e, x, y, fx, fy)) < 0 || (rc = lower_grad_graph(e, x, y, gy)) < 0)
+    if ((rc = bilo__upper_grads(e, x, y, fx, fy)) < 0 || (rc = bilo__lower_grad_graph(e, x, y, gy)) < 0)
         return rc;
     for (int i = 0; i < ny; i++)
         if (!(flat[i] = bilo_flatten(gy[i]))) return bilo_errcode();
@@ -488,10 +430,11 @@ static int itd_hypergradient(bilo_estimator *e, bilo_tensor *const *x, bilo_tens
 }
 
 /* Unrolls from the problem's y (warm or reset), keeps y_T as the next warm start. */
-static int itd_step_grads(bilo_estimator *e, bilo_tensor **grads)
+static int itd_step_grads(bilo_estimator *e, bilo_optim *outer, bilo_tensor **grads)
 {
     int nx = e->prob.n_x, ny = e->prob.n_y, rc = 0;
     bilo_tensor *xa[nx], *ya[ny], *cur[ny];
+    (void)outer;
     if (e->inner.reset) rc = bilo__inner_reset(e);
     if (rc == 0) rc = bilo__grad_aliases(e->x, nx, xa);
     if (rc == 0) rc = bilo__grad_aliases(e->y, ny, ya);

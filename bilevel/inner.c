@@ -30,19 +30,19 @@ bilo_tensor *bilo__loss(bilo_estimator *e, bool upper, bilo_tensor *const *x,
         snprintf(prev, sizeof prev, "%s", bilo_last_error());
         int code = bilo_errcode() ? bilo_errcode() : BILO_EINVAL;
         return bilo__fail(code, "bilo_estimator (%s): the %s callback returned NULL at step "
-                          "%lld: %s", e->vt->name, which, (long long)step_number(e), prev);
+                          "%lld: %s", e->name, which, (long long)step_number(e), prev);
     }
     if (bilo_numel(loss) != 1) {
         bilo_release(bilo_keep(loss)); /* the open scope may own it: take it out first */
         return bilo__fail(BILO_ESHAPE, "bilo_estimator (%s): the %s callback returned %lld "
-                          "elements, want a scalar", e->vt->name, which,
+                          "elements, want a scalar", e->name, which,
                           (long long)bilo_numel(loss));
     }
     if (!isfinite(bilo_item(loss))) {
         double v = bilo_item(loss);
         bilo_release(bilo_keep(loss));
         return bilo__fail(BILO_ENUMERIC, "bilo_estimator (%s): %s = %g at step %lld",
-                          e->vt->name, which, v, (long long)step_number(e));
+                          e->name, which, v, (long long)step_number(e));
     }
     return loss;
 }
@@ -54,7 +54,7 @@ int bilo__check_finite(bilo_estimator *e, const char *what, bilo_tensor *const *
             if (!isfinite(bilo_get_flat(ts[i], k)))
                 return bilo__fail_code(BILO_ENUMERIC,
                                        "bilo_estimator (%s): non-finite %s (tensor %d, element "
-                                       "%lld) at step %lld", e->vt->name, what, i, (long long)k,
+                                       "%lld) at step %lld", e->name, what, i, (long long)k,
                                        (long long)step_number(e));
     return 0;
 }
@@ -90,6 +90,58 @@ double bilo__list_dot(bilo_tensor *const *a, bilo_tensor *const *b, int n)
     bilo_no_grad_end();
     bilo_scope_end();
     return s;
+}
+
+int bilo__upper_grads(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
+                       bilo_tensor **fx, bilo_tensor **fy)
+{
+    int nx = e->prob.n_x, ny = e->prob.n_y;
+    bilo_tensor *in[nx + ny], *out[nx + ny];
+    memcpy(in, x, (size_t)nx * sizeof *in);
+    memcpy(in + nx, y, (size_t)ny * sizeof *in);
+    bilo_tensor *f = bilo__loss(e, true, x, y);
+    if (!f) return bilo_errcode();
+    int rc = bilo__grads_or_zeros(f, in, nx + ny, out, 0);
+    if (rc < 0) return rc;
+    e->last.f_grads++;
+    memcpy(fx, out, (size_t)nx * sizeof *out);
+    memcpy(fy, out + nx, (size_t)ny * sizeof *out);
+    return 0;
+}
+
+int bilo__lower_grad_graph(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
+                            bilo_tensor **gy)
+{
+    bilo_tensor *g = bilo__loss(e, false, x, y);
+    if (!g) return bilo_errcode();
+    int rc = bilo__grads_or_zeros(g, y, e->prob.n_y, gy, BILO_CREATE_GRAPH);
+    if (rc == 0) e->last.g_grads++;
+    return rc;
+}
+
+int bilo__second_product(bilo_estimator *e, bilo_tensor *const *gy, bilo_tensor *const *v,
+                          bilo_tensor *const *in, int n_in, bilo_tensor **out)
+{
+    int rc = bilo_grad(gy, e->prob.n_y, v, in, n_in, out,
+                       BILO_RETAIN_GRAPH | BILO_ALLOW_UNUSED);
+    for (int i = 0; rc == 0 && i < n_in; i++)
+        if (!out[i] && !(out[i] = bilo_zeros_like(in[i]))) rc = bilo_errcode();
+    if (rc == 0) e->last.hvps++;
+    return rc;
+}
+
+int bilo__list_scaled(bilo_tensor *const *ts, int n, double alpha, bilo_tensor **out)
+{
+    for (int i = 0; i < n; i++)
+        if (!(out[i] = bilo_mul_scalar(ts[i], alpha))) return bilo_errcode();
+    return 0;
+}
+
+int bilo__list_axpy(bilo_tensor *const *y, double alpha, bilo_tensor *const *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (bilo_axpy_(y[i], alpha, x[i]) < 0) return bilo_errcode();
+    return 0;
 }
 
 int bilo__inner_reset(bilo_estimator *e)
