@@ -105,6 +105,10 @@ typedef struct {
 
 extern const char *const bilo__optim_kinds[];
 
+/* Parses "key=value,..." into opts by the table; errors start with `api` and name `who`. */
+int bilo__parse_options(const char *api, const char *who, const bilo__option *options,
+                        const char *text, void *opts);
+
 /* A name bilo_estimator_new accepts: the preset is applied before the caller's options. */
 typedef struct {
     const char *name;

@@ -251,38 +251,44 @@ static int parse_value(const bilo__option *o, const char *s, void *opts)
     return -1;
 }
 
-static int apply_option(const bilo__method *m, char *item, void *opts)
+static int apply_option(const char *api, const char *who, const bilo__option *options,
+                        char *item, void *opts)
 {
     char *eq = strchr(item, '=');
     if (!eq)
-        return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: option '%s' for %s is not "
-                               "key=value", item, m->name);
+        return bilo__fail_code(BILO_EINVAL, "%s: option '%s' for %s is not key=value", api, item,
+                               who);
     *eq = '\0';
-    for (const bilo__option *o = m->options; o->key; o++) {
+    for (const bilo__option *o = options; o->key; o++) {
         if (strcmp(item, o->key)) continue;
         if (parse_value(o, eq + 1, opts) < 0)
-            return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: bad value '%s' for option "
-                                   "%s of %s", eq + 1, item, m->name);
+            return bilo__fail_code(BILO_EINVAL, "%s: bad value '%s' for option %s of %s", api,
+                                   eq + 1, item, who);
         return 0;
     }
-    return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: unknown option '%s' for %s", item,
-                           m->name);
+    return bilo__fail_code(BILO_EINVAL, "%s: unknown option '%s' for %s", api, item, who);
 }
 
-static int parse_options(const bilo__method *m, const char *text, void *opts)
+int bilo__parse_options(const char *api, const char *who, const bilo__option *options,
+                        const char *text, void *opts)
 {
     if (!text) return 0;
     char buf[512];
     if (strlen(text) >= sizeof buf)
-        return bilo__fail_code(BILO_EINVAL, "bilo_estimator_new: option string of %zu characters "
-                               "is too long", strlen(text));
+        return bilo__fail_code(BILO_EINVAL, "%s: option string of %zu characters is too long",
+                               api, strlen(text));
     strcpy(buf, text);
     char *save = NULL;
     for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        int rc = apply_option(m, item, opts);
+        int rc = apply_option(api, who, options, item, opts);
         if (rc < 0) return rc;
     }
     return 0;
+}
+
+static int parse_options(const bilo__method *m, const char *text, void *opts)
+{
+    return bilo__parse_options("bilo_estimator_new", m->name, m->options, text, opts);
 }
 
 static bilo_estimator *make_exact(const bilo_problem *p, const void *o)

@@ -1,0 +1,40 @@
+/* Private to the task catalog: the task object and what each task kind provides. */
+#ifndef BILO_TASKS_IMPL_H
+#define BILO_TASKS_IMPL_H
+
+#include "bilevel_impl.h"
+#include "bilo_tasks.h"
+
+#define BILO__TASK_MAX_METRICS 8
+#define BILO__TASK_MAX_TENSORS 8
+
+struct bilo_task {
+    const struct bilo__task_kind *kind;
+    bilo_problem problem;                      /* x and y point at the arrays below */
+    bilo_tensor *x[BILO__TASK_MAX_TENSORS], *y[BILO__TASK_MAX_TENSORS];
+    bilo_tensor *x0[BILO__TASK_MAX_TENSORS], *y0[BILO__TASK_MAX_TENSORS]; /* initial point */
+    const char *metric_names[BILO__TASK_MAX_METRICS];
+    int n_metrics;
+    bilo_optim_opts outer;
+    void *data;                                /* the kind's own state (datasets, batchers) */
+};
+
+typedef struct bilo__task_kind {
+    const char *name;
+    const char *help;           /* for bilo_task_help: source, what is measured, option keys */
+    const bilo__option *options; /* the kind's "key=value" table, {NULL}-terminated */
+    size_t opts_size;           /* size of the option struct the table fills */
+    const char *defaults;       /* options applied before the caller's */
+    /* Builds t->data, the problem (callbacks with user = t), x, y (kept tensors), metric names
+       and outer opts; the catalog then records the initial point. */
+    int (*build)(bilo_task *t, const void *opts, const bilo_task_opts *o);
+    int (*metrics)(bilo_task *t, double *values);
+    int (*exact)(bilo_task *t, bilo_tensor **grads);   /* NULL: no closed form */
+    const char *(*method_options)(const char *method); /* NULL: none */
+    void (*free_data)(void *data);
+} bilo__task_kind;
+
+extern const bilo__task_kind bilo__task_quadratic, bilo__task_coreset, bilo__task_hyperrep,
+    bilo__task_meta_sinusoid, bilo__task_hyperclean, bilo__task_l2reg, bilo__task_meta_fmnist;
+
+#endif
