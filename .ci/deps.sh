@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install the Debian packages bilo needs to build and test, if any is missing.
+# Install the Debian packages bilo needs to build, test and plot (bilo-compare), if any is missing.
 set -euo pipefail
-packages=(meson ninja-build pkg-config gcc libsleef-dev zlib1g-dev python3 dataset-fashion-mnist)
+packages=(meson ninja-build pkg-config gcc libsleef-dev zlib1g-dev python3 dataset-fashion-mnist gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
