@@ -311,12 +311,35 @@ static void expect_costs(const char *name, const char *opts, int64_t f, int64_t 
     free_quad(&q);
 }
 
+/* inner.tol ends the T inner steps early; the iterations counted include the last check. */
+static void expect_tol_stop(const char *name, const char *opts)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    double ys[NY], grad[NX];
+    y_star(&q, XP, ys);
+    for (int i = 0; i < NY; i++) ys[i] += 0.5; /* start half a unit off y* */
+    vars v;
+    bilo_estimator *e = make_named(&v, &q, XP, ys, name, opts);
+    int rc = e ? hypergradient_at(e, &v, grad) : -1;
+    bilo_cost last;
+    bilo_estimator_report(e, &last, NULL);
+    tap_ok(rc == 0 && last.inner_iters > 10 && last.inner_iters < 1000,
+           "%s %s: tol stops the inner loop after %lld of 100000 iterations", name, opts,
+           (long long)last.inner_iters);
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
 static void test_costs(void)
 {
     expect_costs("bome", "T=7", 1, 9, 7, "T + 3 gradients (g: T + 2, f: 1)");
     expect_costs("bome-hpo", "", 1, 12, 10, "T + 3 gradients (preset T = 10)");
     expect_costs("f2sa", "T=7", 8, 16, 7, "3T + 3 gradients (g: 2T + 2, f: T + 1)");
     expect_costs("f2sa", "", 11, 22, 10, "3T + 3 gradients (preset T = 10)");
+    expect_tol_stop("bome", "T=100000,lr=0.2,tol=1e-8");
+    expect_tol_stop("f2sa", "T=100000,lr=0.2,fixed_lambda=1,decay=0,tol=1e-8");
 }
 
 /* ---- 5. convergence on the quadratic ------------------------------------------------ */
