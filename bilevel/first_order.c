@@ -272,7 +272,7 @@ static int f2sa_iteration(bilo_estimator *e, bilo_tensor *const *xd, bilo_tensor
         (rc = level_grad(e, false, xd, za, za, ny, gz, NULL)) == 0 &&
         (rc = bilo__check_finite(e, "inner gradient of g", gy, ny)) == 0 &&
         (rc = bilo__check_finite(e, "inner gradient of f", fy, ny)) == 0 &&
-        (rc = bilo__check_finite(e, "inner gradient of g", gz, ny)) == 0) {
+        (rc = bilo__check_finite(e, "inner gradient of g at z", gz, ny)) == 0) {
         e->last.inner_iters++;
         double tol = e->inner.tol;
         *small = tol > 0 && combined_norm(r->lambda, gy, fy, ny) <= tol &&

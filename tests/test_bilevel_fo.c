@@ -492,6 +492,20 @@ static void test_resume(const char *name, const char *opts)
     remove(ckpt);
 }
 
+/* The same steps at 1 and 2 kernel threads give bit-identical iterates. */
+static void test_threads(const char *name, const char *opts)
+{
+    double x[2][NX], y[2][NY];
+    int rc = 0, threads = bilo_get_num_threads();
+    for (int k = 0; k < 2; k++) {
+        bilo_set_num_threads(k + 1);
+        rc |= driver_run(name, opts, 10, false, false, x[k], y[k]);
+    }
+    bilo_set_num_threads(threads);
+    tap_ok(rc == 0 && !memcmp(x[0], x[1], sizeof x[0]) && !memcmp(y[0], y[1], sizeof y[0]),
+           "%s: 10 steps at 1 and 2 threads are bit-identical", name);
+}
+
 /* ---- 8. errors --------------------------------------------------------------------------- */
 
 static void expect_bad(const char *name, const char *opts, const char *needle)
@@ -604,6 +618,8 @@ int main(void)
     } else {
         tap_ok(0, "mkdtemp %s", tmpdir);
     }
+    test_threads("bome", "T=5,lr=0.1,y_lr=0.1,y_momentum=0.5");
+    test_threads("f2sa", "T=5,lr=0.1,delta=1,decay=1,outer_lr=0.2");
     test_bad_options();
     test_failed_step("bome", "T=5,lr=0.1,y_lr=0.1,y_momentum=0.5");
     test_failed_step("f2sa", "T=5,lr=0.1,fixed_lambda=1,lambda0=3,decay=0");
