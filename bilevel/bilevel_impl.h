@@ -118,4 +118,10 @@ typedef struct {
     bilo_estimator *(*make)(const bilo_problem *p, const void *opts);
 } bilo__method;
 
+/* Option tables and by-name constructors of the methods in their own files. */
+extern const bilo__option bilo__single_loop_options[], bilo__penalty_options[];
+bilo_estimator *bilo__make_soba(const bilo_problem *p, const void *opts);
+bilo_estimator *bilo__make_fsla(const bilo_problem *p, const void *opts);
+bilo_estimator *bilo__make_penalty(const bilo_problem *p, const void *opts);
+
 #endif
