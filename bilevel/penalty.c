@@ -51,8 +51,14 @@ static int penalty_grads(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *
                                                                  bilo_mul_scalar(gy[i], rho))))
             rc = bilo_errcode();
     bilo_no_grad_end();
-    if (hy) memcpy(in + n_in, ya, (size_t)ny * sizeof *in), n_in += ny;
-    if (hx) memcpy(in + n_in, xa, (size_t)nx * sizeof *in), n_in += nx;
+    if (hy) {
+        memcpy(in, ya, (size_t)ny * sizeof *in);
+        n_in = ny;
+    }
+    if (hx) {
+        memcpy(in + n_in, xa, (size_t)nx * sizeof *in);
+        n_in += nx;
+    }
     if (rc < 0 || (rc = bilo__second_product(e, gyg, w, in, n_in, prod)) < 0 ||
         (rc = bilo__upper_grads(e, xa, ya, fx, fy)) < 0)
         return rc;
