@@ -221,7 +221,7 @@ static bool sl_check(const char *name, const bilo_single_loop_opts *o)
     if (in->optim.kind != BILO_OPTIM_SGD || in->optim.momentum != 0 || in->reset || in->tol != 0) {
         bilo__fail(BILO_EINVAL, "bilo_%s_new: the single loop takes plain steps from a warm y: "
                    "optim = %s, momentum = %g, reset = %d and tol = %g are not supported",
-                   name, in->optim.kind == BILO_OPTIM_SGD ? "sgd" : "adam/adamw",
+                   name, in->optim.kind <= BILO_OPTIM_ADAMW ? bilo__optim_kinds[in->optim.kind] : "?",
                    in->optim.momentum, in->reset, in->tol);
         return false;
     }

@@ -157,6 +157,8 @@ static void test_penalty_direction(void)
     double err = rc == 0 ? rel_diff(got, want, NX) : INFINITY;
     tap_ok(err < 1e-12, "penalty: ∇(½ρ‖∇_y g‖²) = ρA∇_y g (and ρJ∇_y g for x) through the h "
            "gradients: direction after %d SGD steps matches (rel err %.2g)", PT, err);
+    tap_ok(e && bilo_optim_steps_done(e->inner_opt) == 0 && bilo_get_flat(e->state[0], 0) == 0.2,
+           "penalty: the hypergradient call moved neither the inner optimizer nor ν");
     bilo_estimator_free(e);
     free_quad(&q);
 }
@@ -490,6 +492,66 @@ static void test_resume(const char *name, const char *opts)
     remove(ckpt);
 }
 
+/* ---- presets and callback failures ---------------------------------------------------- */
+
+static void test_presets(void)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    const double zero[NY] = {0};
+    vars v;
+    make_vars(&v, &q, XP, zero);
+    bilo_estimator *e = made(bilo_estimator_new("penalty", &v.p, NULL), "penalty");
+    const bilo_penalty_opts *po = e ? e->opts : NULL;
+    tap_ok(po && po->inner.T == 20 && po->inner.optim.kind == BILO_OPTIM_ADAM &&
+               po->inner.optim.lr == 1e-4 && state_scalar(e, 0) == 1e-2 &&
+               state_scalar(e, 1) == 1e-2 && state_scalar(e, 2) == 1e-2 &&
+               bilo_get_flat(e->state[0], 3) == 1e-4 && po->c_rho == 1.1 &&
+               po->c_lambda == 0.9 && po->c_eps == 0.9 && po->lr_decay == 0.9,
+           "penalty preset: the authors' MNIST settings (T 20, Adam 1e-4, ρ = λ = ε = 1e-2, "
+           "ν = 1e-4, c_ρ 1.1, c_λ = c_ε = 0.9)");
+    bilo_estimator_free(e);
+    for (int m = 0; m < 2; m++) {
+        const char *name = m ? "fsla" : "soba";
+        e = made(bilo_estimator_new(name, &v.p, NULL), name);
+        const bilo_single_loop_opts *so = e ? e->opts : NULL;
+        tap_ok(so && so->inner.T == 1 && so->inner.optim.lr == 0.1 && so->decay &&
+                   so->outer_lr == 0 && !strcmp(bilo_estimator_name(e), name),
+               "%s preset: one update per step, s = 0.1 with the 1/√(t+1) decay", name);
+        bilo_estimator_free(e);
+    }
+    free_vars(&v);
+    free_quad(&q);
+}
+
+/* A NaN upper loss stops the step with BILO_ENUMERIC naming the step; a failing lower
+   callback passes its code on. */
+static void test_failures(const char *name)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    const double zero[NY] = {0};
+    vars v;
+    make_vars(&v, &q, XP, zero);
+    bilo_estimator *e = made(bilo_estimator_new(name, &v.p, "T=2"), name);
+    bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.lr = 0.01}, v.x, 1);
+    char what[2][96];
+    snprintf(what[0], sizeof what[0], "%s: a NaN upper loss at step 2 gives BILO_ENUMERIC "
+             "naming the step", name);
+    snprintf(what[1], sizeof what[1], "%s: a failing lower callback passes its code on, naming "
+             "the callback", name);
+    bilo_estimator_step(e, outer);
+    q.nan_upper = true;
+    check_error(bilo_estimator_step(e, outer) < 0, BILO_ENUMERIC, "step 2", what[0]);
+    q.nan_upper = false;
+    q.fail_lower = true;
+    check_error(bilo_estimator_step(e, outer) < 0, BILO_ESHAPE, "lower loss g callback", what[1]);
+    bilo_optim_free(outer);
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
 /* ---- 6. bad options ------------------------------------------------------------------ */
 
 static void test_bad_options(void)
@@ -546,6 +608,10 @@ int main(void)
     test_resume("soba", "outer_lr=0.05");
     test_resume("fsla", "outer_lr=0.05");
     test_resume("penalty", "T=5,optim=sgd,lr=0.1,eps0=1");
+    test_presets();
+    test_failures("soba");
+    test_failures("fsla");
+    test_failures("penalty");
     test_bad_options();
 
     bilo_mem_get_stats(&end);
