@@ -219,10 +219,11 @@ static bool sl_check(const char *name, const bilo_single_loop_opts *o)
         return false;
     }
     if (in->optim.kind != BILO_OPTIM_SGD || in->optim.momentum != 0 || in->reset || in->tol != 0) {
+        bool known = in->optim.kind <= BILO_OPTIM_ADAMW;
         bilo__fail(BILO_EINVAL, "bilo_%s_new: the single loop takes plain steps from a warm y: "
                    "optim = %s, momentum = %g, reset = %d and tol = %g are not supported",
-                   name, in->optim.kind <= BILO_OPTIM_ADAMW ? bilo__optim_kinds[in->optim.kind] : "?",
-                   in->optim.momentum, in->reset, in->tol);
+                   name, known ? bilo__optim_kinds[in->optim.kind] : "?", in->optim.momentum,
+                   in->reset, in->tol);
         return false;
     }
     return true;
@@ -248,7 +249,8 @@ static bilo_estimator *sl_new(const sl_method *m, const bilo_problem *p,
     if (o.inner.optim.lr == 0) o.inner.optim.lr = 0.1;
     if (!sl_check(m->vt.name, &o)) return NULL;
     bilo_estimator *e = bilo__estimator_create(&m->vt, p, &o.inner);
-    if (e && (bilo__estimator_set_opts(e, &o, sizeof o) < 0 || sl_state(e, m == &fsla_method) < 0)) {
+    bool fsla = m == &fsla_method;
+    if (e && (bilo__estimator_set_opts(e, &o, sizeof o) < 0 || sl_state(e, fsla) < 0)) {
         bilo_estimator_free(e);
         return NULL;
     }
