@@ -155,7 +155,7 @@ static int fsla_update(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *co
 static int sl_run(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *work,
                   bilo_tensor *const *dir)
 {
-    const sl_method *m = (const sl_method *)e->vt;
+    const sl_method *m = (const sl_method *)e->vt; /* vt is sl_method's first member */
     const bilo_single_loop_opts *o = sl_opts(e);
     int T = e->inner.T, rc = 0;
     for (int k = 0; k < T && rc == 0; k++) {
