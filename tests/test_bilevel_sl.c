@@ -283,8 +283,9 @@ static void test_counters(const char *name, const char *opts, int64_t hvps, int6
            "%s (%s): per step %lld products, %lld f and %lld g gradients (got %lld, %lld, %lld)",
            name, opts, (long long)hvps, (long long)f, (long long)g, (long long)last.hvps,
            (long long)last.f_grads, (long long)last.g_grads);
-    tap_close(outer ? bilo_optim_get_lr(outer) : NAN, want_lr, 0, 1e-15,
-              "the outer step size after three steps");
+    char what[96];
+    snprintf(what, sizeof what, "%s (%s): the outer step size after three steps", name, opts);
+    tap_close(outer ? bilo_optim_get_lr(outer) : NAN, want_lr, 0, 1e-15, what);
     bilo_optim_free(outer);
     bilo_estimator_free(e);
     free_vars(&v);
