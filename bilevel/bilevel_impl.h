@@ -118,9 +118,13 @@ typedef struct {
     bilo_estimator *(*make)(const bilo_problem *p, const void *opts);
 } bilo__method;
 
-/* first_order.c: BOME and F2SA by name */
-extern const bilo__option bilo__bome_options[], bilo__f2sa_options[];
-bilo_estimator *bilo__bome_make(const bilo_problem *p, const void *opts);
-bilo_estimator *bilo__f2sa_make(const bilo_problem *p, const void *opts);
+/* Option tables and by-name constructors of the methods in their own files. */
+extern const bilo__option bilo__bome_options[], bilo__f2sa_options[];        /* first_order.c */
+bilo_estimator *bilo__make_bome(const bilo_problem *p, const void *opts);
+bilo_estimator *bilo__make_f2sa(const bilo_problem *p, const void *opts);
+extern const bilo__option bilo__single_loop_options[], bilo__penalty_options[];
+bilo_estimator *bilo__make_soba(const bilo_problem *p, const void *opts);
+bilo_estimator *bilo__make_fsla(const bilo_problem *p, const void *opts);
+bilo_estimator *bilo__make_penalty(const bilo_problem *p, const void *opts);
 
 #endif

@@ -328,12 +328,19 @@ static const bilo__method methods[] = {
     {"aid-ns", "", aid_options, sizeof(bilo_aid_opts), make_ns},
     {"aid-fp", "", aid_options, sizeof(bilo_aid_opts), make_fp},
     {"bome", "T=10,lr=0.1,y_lr=0.1,eta=0.5,phi=grad_norm", bilo__bome_options,
-     sizeof(bilo_bome_opts), bilo__bome_make},
+     sizeof(bilo_bome_opts), bilo__make_bome},
     /* the data-cleaning script's defaults; its ŷ momentum also persists across outer steps */
     {"bome-hpo", "T=10,lr=0.01,momentum=0.9,y_lr=0.01,y_momentum=0.9,eta=0.1,phi=value,"
-     "eps=1e-8", bilo__bome_options, sizeof(bilo_bome_opts), bilo__bome_make},
+     "eps=1e-8", bilo__bome_options, sizeof(bilo_bome_opts), bilo__make_bome},
     {"f2sa", "T=10,lr=0.01,lambda0=1,delta=0.1,decay=1", bilo__f2sa_options,
-     sizeof(bilo_f2sa_opts), bilo__f2sa_make},
+     sizeof(bilo_f2sa_opts), bilo__make_f2sa},
+    {"soba", "lr=0.1,decay=1,T=1", bilo__single_loop_options, sizeof(bilo_single_loop_opts),
+     bilo__make_soba},
+    {"fsla", "lr=0.1,decay=1,T=1", bilo__single_loop_options, sizeof(bilo_single_loop_opts),
+     bilo__make_fsla},
+    {"penalty", "T=20,optim=adam,lr=1e-4,rho0=1e-2,lambda0=1e-2,eps0=1e-2,nu0=1e-4,c_rho=1.1,"
+     "c_lambda=0.9,c_eps=0.9,lr_decay=0.9", bilo__penalty_options, sizeof(bilo_penalty_opts),
+     bilo__make_penalty},
 };
 enum { N_METHODS = sizeof methods / sizeof *methods };
 

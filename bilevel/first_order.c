@@ -408,12 +408,12 @@ const bilo__option bilo__f2sa_options[] = {
     {"y_lr_over_lambda", BILO__OPT_BOOL, offsetof(bilo_f2sa_opts, y_lr_over_lambda), NULL},
     {NULL}};
 
-bilo_estimator *bilo__bome_make(const bilo_problem *p, const void *opts)
+bilo_estimator *bilo__make_bome(const bilo_problem *p, const void *opts)
 {
     return bilo_bome_new(p, opts);
 }
 
-bilo_estimator *bilo__f2sa_make(const bilo_problem *p, const void *opts)
+bilo_estimator *bilo__make_f2sa(const bilo_problem *p, const void *opts)
 {
     return bilo_f2sa_new(p, opts);
 }
