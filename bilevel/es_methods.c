@@ -10,11 +10,13 @@
    coordinate mode reproduces the ITD hypergradient for any μ).
 
    Every path (the base run at x and one per perturbed point) starts from the same y0 with a
-   fresh inner optimizer and sees the same minibatch sequence. The paths advance in lockstep:
-   at inner step t the calling thread draws one minibatch of the lower level and every path
-   takes its step on it, in parallel. So the batches are shared read-only, only one batch is
-   alive at a time, and no graph outlives an inner step: memory is O(paths · (dim x + dim y))
-   plus one batch and one step's graph per thread, independent of T. */
+   fresh inner optimizer and sees the same minibatch sequence. Without lower minibatches each
+   path runs its T steps as one task of a parallel loop. With them the paths advance in
+   lockstep: at inner step t the calling thread draws one minibatch and every path takes its
+   step on it, in parallel, so the batches are shared read-only and only one is alive at a
+   time (T fork/joins per estimate instead of one). No graph outlives an inner step: memory
+   is O(paths · (dim x + dim y)) plus one batch and one step's graph per thread, independent
+   of T. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -186,19 +188,23 @@ static int first_path_error(const es_run *r)
     return 0;
 }
 
-/* T lockstep inner steps of every path; costs summed in path order. */
+/* T inner steps of every path, in one parallel region when the lower level is full-batch.
+   With minibatches the paths advance in lockstep, one region per step, so that the calling
+   thread draws each batch once and every path reads it. Costs are summed in path order. */
 static int run_paths(es_run *r)
 {
     bilo_estimator *e = r->e;
-    int nt = run_threads(r->o), rc = 0;
+    int nt = run_threads(r->o), rc = 0, T = e->inner.T;
+    int chunk = e->prob.lower_data ? 1 : T;
     if (nt > r->n_paths) nt = r->n_paths;
-    for (int t = 0; t < e->inner.T && rc == 0; t++) {
+    for (int t = 0; t < T && rc == 0; t += chunk) {
         bilo_batch batch;
         const bilo_batch *use;
         bilo_scope_begin();
         rc = bilo__next_batch(e, false, &batch, &use);
         if (rc == 0) {
-            BILO__PARALLEL_FOR(nt, p, r->n_paths, path_step(e, &r->paths[p], use););
+            BILO__PARALLEL_FOR(nt, p, r->n_paths,
+                               for (int s = 0; s < chunk; s++) path_step(e, &r->paths[p], use););
             rc = first_path_error(r);
         }
         bilo_scope_end();

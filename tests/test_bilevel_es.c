@@ -115,7 +115,7 @@ static void test_coordinate_exact(int n_x, int n_y)
 
 /* ---- 2. Gaussian directions: unbiased, error ~ 1/√Q; antithetic pairs --------------------- */
 
-enum { MEAN_SEEDS = 400, SLOPE_SEEDS = 24, N_Q = 9 };
+enum { MEAN_SEEDS = 400, SLOPE_SEEDS = 64, N_Q = 9 };
 
 static void test_gaussian_mean(void)
 {
@@ -127,7 +127,7 @@ static void test_gaussian_mean(void)
     for (int s = 0; s < MEAN_SEEDS && rc == 0; s++) {
         char opts[96];
         double g[NX];
-        snprintf(opts, sizeof opts, "T=5,lr=0.2,directions=gaussian,seed=%d", s);
+        snprintf(opts, sizeof opts, "T=5,lr=0.2,directions=gaussian,threads=1,seed=%d", s);
         rc = estimate(&q, "esj", opts, g, NULL);
         for (int j = 0; j < NX; j++) {
             sum[j] += g[j];
@@ -159,7 +159,7 @@ static void test_gaussian_slope(void)
         for (int s = 0; s < SLOPE_SEEDS && rc == 0; s++) {
             char opts[96];
             double g[NX], err;
-            snprintf(opts, sizeof opts, "T=3,lr=0.2,directions=gaussian,Q=%d,seed=%d", 1 << k,
+            snprintf(opts, sizeof opts, "T=3,lr=0.2,directions=gaussian,threads=1,Q=%d,seed=%d", 1 << k,
                      1000 + s);
             rc = estimate(&q, "esj", opts, g, NULL);
             err = rel_diff(g, want, NX);
@@ -221,7 +221,7 @@ static double curve_mse(const char *opts, int n)
     for (int j = 0; j < NX; j++) want[j] = 2 * s * x0[j] * (s * x0[j] * x0[j] - CURVE_T[j]);
     for (int k = 0; k < n; k++) {
         char full[160];
-        snprintf(full, sizeof full, "T=%d,lr=%g,directions=gaussian,mu=0.5,seed=%d,%s", T,
+        snprintf(full, sizeof full, "T=%d,lr=%g,directions=gaussian,mu=0.5,threads=1,seed=%d,%s", T,
                  alpha, k, opts);
         bilo_estimator *e = bilo_estimator_new("esj", &p, full);
         bilo_tensor *g = NULL;
@@ -326,15 +326,17 @@ static void test_memory(void)
     size_t es1000 = peak_of(&q, "esj", "T=1000,lr=0.2,Q=4,threads=1");
     size_t par10 = peak_of(&q, "pzobo", "T=10,Q=4,threads=2");
     size_t par1000 = peak_of(&q, "pzobo", "T=1000,Q=4,threads=2");
+    /* ITD at T = 200 (its T = 1000 run takes seconds): the growth is already clear. */
     size_t itd10 = peak_of(&q, "itd", "T=10,lr=0.2");
-    size_t itd1000 = peak_of(&q, "itd", "T=1000,lr=0.2");
+    size_t itd200 = peak_of(&q, "itd", "T=200,lr=0.2");
     tap_ok(es10 > 0 && es10 == es1000, "ESJ peak bytes, 1 thread: T = 10 %zu, T = 1000 %zu",
            es10, es1000);
-    /* Two threads interleave their steps' temporaries: equal up to one step's worth. */
-    tap_ok(par10 > 0 && par1000 <= par10 + 8192, "PZOBO peak bytes, 2 threads: T = 10 %zu, "
+    /* Two threads interleave their steps' temporaries: the peak is the persistent part plus
+       at most one step's temporaries per thread, so at most twice a run's that held one. */
+    tap_ok(par10 > 0 && par1000 <= 2 * par10, "PZOBO peak bytes, 2 threads: T = 10 %zu, "
            "T = 1000 %zu", par10, par1000);
-    tap_ok(itd10 > 0 && itd1000 > 20 * itd10, "ITD's peak grows with T: %zu -> %zu", itd10,
-           itd1000);
+    tap_ok(itd10 > 0 && itd200 > 10 * itd10, "ITD's peak grows with T: T = 10 %zu, T = 200 %zu",
+           itd10, itd200);
     free_quad(&q);
 }
 
@@ -404,15 +406,15 @@ static bilo_tensor *batched_upper(bilo_tensor *const *x, bilo_tensor *const *y,
 
 static void test_minibatches(void)
 {
-    bilo_scope_begin();
     batched bq = {.scale = 1.0};
     make_quad(&bq.q, LAMBDA, 1, 1);
+    vars v;
+    make_vars(&v, &bq.q, XP, Y_START);
+    bilo_scope_begin(); /* owns rows and the hypergradients */
     bilo_rng rng = bilo_rng_make(21, 0);
     bilo_tensor *rows = bilo_randn(BILO_F64, BILO_SHAPE(16, NY), &rng);
     bilo_batcher *data = bilo_batcher_new(rows, NULL, &(bilo_batcher_opts){.batch_size = 3,
                                                                            .seed = 5});
-    vars v;
-    make_vars(&v, &bq.q, XP, Y_START);
     v.p.lower = batched_lower;
     v.p.upper = batched_upper;
     v.p.user = &bq;
@@ -443,9 +445,9 @@ static void test_minibatches(void)
     bilo_estimator_free(es);
     bilo_estimator_free(itd);
     bilo_batcher_free(data);
+    bilo_scope_end();
     free_vars(&v);
     free_quad(&bq.q);
-    bilo_scope_end();
 }
 
 /* ---- 7. outer convergence -------------------------------------------------------------- */
@@ -480,17 +482,18 @@ static void test_outer(void)
 {
     /* The fixed point has ĝ = 0, which differs from ∇Φ by (J* − J_T)ᵀ∇_y f, |J* − J_T| ≤
        0.6^T for α = 0.4 on the spectrum [1, 4]: 5e-5 at T = 20. */
-    double gn = outer_run("optim=sgd,T=20,lr=0.4,directions=coordinate", 150, 0);
+    double gn = outer_run("optim=sgd,T=20,lr=0.4,directions=coordinate,threads=1", 150, 0);
     tap_ok(gn < 1e-3, "coordinate ESJ, T = 20, 150 outer steps: |grad Phi| = %.2g", gn);
-    /* Budget: 400 outer steps of Q = 8 Gaussian directions (9 paths x T = 20 inner steps),
-       outer lr 0.5/(1 + k/20); mean over 4 seeds. */
+    /* Budget: 300 outer steps of Q = 4 Gaussian directions (5 paths x T = 20 inner steps, so
+       30000 gradients of g per run), outer lr 0.5/(1 + k/3); mean over 4 seeds. */
     double mean = 0;
     for (int s = 0; s < 4; s++) {
         char opts[128];
-        snprintf(opts, sizeof opts, "optim=sgd,T=20,lr=0.4,directions=gaussian,Q=8,seed=%d", s);
-        mean += outer_run(opts, 400, 20) / 4;
+        snprintf(opts, sizeof opts, "optim=sgd,T=20,lr=0.4,directions=gaussian,Q=4,threads=1,"
+                 "seed=%d", s);
+        mean += outer_run(opts, 300, 3) / 4;
     }
-    tap_ok(mean < 1e-2, "Gaussian ESJ, Q = 8, 400 decayed outer steps: mean |grad Phi| = %.2g "
+    tap_ok(mean < 1e-2, "Gaussian ESJ, Q = 4, 300 decayed outer steps: mean |grad Phi| = %.2g "
            "over 4 seeds", mean);
 }
 
