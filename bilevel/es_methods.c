@@ -46,6 +46,8 @@ typedef struct {
     bilo_tensor **ys; /* n_paths × n_y inner iterates */
 } es_run;
 
+enum { ES_MAX_DIRS = 1 << 20 }; /* directions per estimate: keeps 1 + 2·Q paths an int */
+
 static const bilo_es_opts *es_opts(const bilo_estimator *e) { return e->opts; }
 
 static int64_t list_numel(bilo_tensor *const *ts, int n)
@@ -139,9 +141,9 @@ static int open_run(es_run *r, bilo_tensor *const *x, bilo_tensor *const *y0)
     bilo_estimator *e = r->e;
     int nx = e->prob.n_x, ny = e->prob.n_y, rc = 0;
     int64_t dirs = r->o->directions == BILO_DIRECTIONS_COORDINATE ? list_numel(x, nx) : r->o->Q;
-    if (dirs > (1 << 20))
+    if (dirs > ES_MAX_DIRS)
         return bilo__fail_code(BILO_EINVAL, "bilo_estimator (%s): %lld coordinate directions "
-                               "(dim x) is too many", e->name, (long long)dirs);
+                               "(dim x) exceed %d", e->name, (long long)dirs, ES_MAX_DIRS);
     r->n_dirs = (int)dirs;
     r->n_paths = 1 + r->n_dirs * (r->o->antithetic ? 2 : 1);
     r->u = bilo__calloc((size_t)r->n_dirs * (size_t)nx, sizeof *r->u);
@@ -302,9 +304,9 @@ const bilo__option bilo__es_options[] = {
 static int check_es_opts(const bilo_es_opts *o)
 {
     static const char api[] = "bilo_esj_new";
-    if (o->Q < 1 || o->threads < 0)
-        return bilo__fail_code(BILO_EINVAL, "%s: Q = %d must be >= 1 and threads = %d >= 0", api,
-                               o->Q, o->threads);
+    if (o->Q < 1 || o->Q > ES_MAX_DIRS || o->threads < 0)
+        return bilo__fail_code(BILO_EINVAL, "%s: Q = %d must lie in 1..%d and threads = %d be "
+                               ">= 0", api, o->Q, ES_MAX_DIRS, o->threads);
     if (!(o->mu > 0) || !isfinite(o->mu))
         return bilo__fail_code(BILO_EINVAL, "%s: mu = %g must be finite and > 0", api, o->mu);
     if ((unsigned)o->directions > BILO_DIRECTIONS_COORDINATE)

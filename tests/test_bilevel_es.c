@@ -256,6 +256,55 @@ static void test_antithetic(void)
            "error %.3g < plain Q = 4's %.3g (ratio %.3f)", pairs, plain, pairs / plain);
 }
 
+/* ---- steps: warm start or reset, and no persistent change from a hypergradient ------- */
+
+/* Two outer SGD steps (lr 0.1) with coordinate directions: step k's x moves by the closed-form
+   ITD gradient from the y it started at, and y becomes the base run's y_T (warm start) or
+   T steps from the initial y at the current x (reset). */
+static void test_steps(const char *name, bool reset)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    vars v;
+    make_vars(&v, &q, XP, Y_START);
+    bilo_estimator *e = bilo_estimator_new(name, &v.p, "T=5,optim=sgd,lr=0.2,momentum=0,"
+                                           "directions=coordinate,mu=0.5");
+    bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.lr = 0.1}, v.x, 1);
+    double x[NX], y[NY], g[NX], got_x[NX], got_y[NY];
+    memcpy(x, XP, sizeof x);
+    memcpy(y, Y_START, sizeof y);
+    int rc = 0;
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        itd_closed_form(&q, x, reset ? Y_START : y, 5, 0.2, g);
+        gd_path(&q, x, reset ? Y_START : y, 5, 0.2, y);
+        for (int j = 0; j < NX; j++) x[j] -= 0.1 * g[j];
+        rc = bilo_estimator_step(e, outer);
+    }
+    read_list(v.x, 1, got_x);
+    read_list(v.y, 1, got_y);
+    double ex = rel_diff(got_x, x, NX), ey = rel_diff(got_y, y, NY);
+    tap_ok(rc == 0 && ex < 1e-12 && ey < 1e-12, "%s (reset = %d): after 2 steps x follows the "
+           "ITD closed form (%.2g) and y is the base run's y_T (%.2g)", name, reset, ex, ey);
+
+    bilo_tensor *g1 = NULL, *g2 = NULL;
+    bilo_scope_begin();
+    if (rc == 0) rc = bilo_estimator_hypergradient(e, v.x, v.y, &g1);
+    if (rc == 0) rc = bilo_estimator_hypergradient(e, v.x, v.y, &g2);
+    double a[NX], b[NX], y_after[NY];
+    if (rc == 0) {
+        read_list(&g1, 1, a);
+        read_list(&g2, 1, b);
+    }
+    read_list(v.y, 1, y_after);
+    bilo_scope_end();
+    tap_ok(rc == 0 && !memcmp(a, b, sizeof a) && !memcmp(y_after, got_y, sizeof y_after),
+           "%s: hypergradient calls repeat bit for bit and leave y alone", name);
+    bilo_optim_free(outer);
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
 /* ---- 3. determinism across thread counts ----------------------------------------------- */
 
 /* Two outer steps (warm start) then a hypergradient; x, y and the gradient into out. */
@@ -507,7 +556,9 @@ static void expect_rejected(const char *name, const char *opts, const char *need
     make_vars(&v, &q, XP, Y_START);
     bilo_clear_error();
     bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
-    check_error(!e, BILO_EINVAL, needle, opts);
+    char what[128];
+    snprintf(what, sizeof what, "%s \"%s\" gives BILO_EINVAL naming %s", name, opts, needle);
+    check_error(!e, BILO_EINVAL, needle, what);
     bilo_estimator_free(e);
     free_vars(&v);
     free_quad(&q);
@@ -527,7 +578,8 @@ static void test_errors(void)
     expect_rejected("esj", "directions=foo", "bad value 'foo'");
     expect_rejected("pzobo", "Q=-2", "bad value '-2'");
     expect_rejected("esj-s", "sigma=1", "unknown option 'sigma'");
-    expect_rejected("pzobo-s", "tol=1e-3", "tol");
+    expect_rejected("pzobo-s", "tol=1e-3", "tol = 0.001");
+    expect_rejected("esj", "Q=2000000", "Q = 2000000");
     quad q;
     make_quad(&q, LAMBDA, 1, 1);
     vars v;
@@ -591,6 +643,8 @@ int main(void)
     test_gaussian_mean();
     test_gaussian_slope();
     test_antithetic();
+    test_steps("esj-s", false);
+    test_steps("esj", true);
     test_threads();
     test_memory();
     test_costs();
