@@ -16,7 +16,7 @@
    step on it, in parallel, so the batches are shared read-only and only one is alive at a
    time (T fork/joins per estimate instead of one). No graph outlives an inner step: memory
    is O(paths · (dim x + dim y)) plus one batch and one step's graph per thread, independent
-   of T. */
+   of T (the coordinate mode, meant for checks on small x, has dim x + 1 paths). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

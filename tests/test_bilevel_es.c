@@ -145,6 +145,46 @@ static void test_gaussian_mean(void)
     free_quad(&q);
 }
 
+/* Sphere directions (the authors' code): u normalized per outer tensor, here x = ([2], [1,1]).
+   Both blocks of ĝ − ∇_x f are u_i·c with one scalar c, so their norms agree; and since
+   E[u_i u_iᵀ] = I/d_i, the mean is ∇_x f + diag(1/d_i)·(ITD − ∇_x f). */
+static void test_sphere(void)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 2, 1);
+    double itd[NX], fx[NX], want[NX], sum[NX] = {0}, sq[NX] = {0}, worst_gap = 0;
+    const double scale[NX] = {0.5, 0.5, 1};
+    itd_closed_form(&q, XP, Y_START, 5, 0.2, itd);
+    for (int j = 0; j < NX; j++) {
+        fx[j] = q.e[j];
+        for (int k = 0; k < NX; k++) fx[j] += q.D[j * NX + k] * XP[k];
+        want[j] = fx[j] + scale[j] * (itd[j] - fx[j]);
+    }
+    int rc = 0;
+    for (int s = 0; s < MEAN_SEEDS && rc == 0; s++) {
+        char opts[96];
+        double g[NX];
+        snprintf(opts, sizeof opts, "T=5,lr=0.2,directions=sphere,threads=1,seed=%d", s);
+        rc = estimate(&q, "esj", opts, g, NULL);
+        double first = hypot(g[0] - fx[0], g[1] - fx[1]), second = fabs(g[2] - fx[2]);
+        worst_gap = fmax(worst_gap, fabs(first - second) / second);
+        for (int j = 0; j < NX; j++) {
+            sum[j] += g[j];
+            sq[j] += g[j] * g[j];
+        }
+    }
+    tap_ok(rc == 0 && worst_gap < 1e-10, "sphere: every outer tensor's direction has unit norm "
+           "(worst relative gap %.2g)", worst_gap);
+    double worst_z = 0;
+    for (int j = 0; j < NX; j++) {
+        double mean = sum[j] / MEAN_SEEDS, var = sq[j] / MEAN_SEEDS - mean * mean;
+        worst_z = fmax(worst_z, fabs(mean - want[j]) / sqrt(var / MEAN_SEEDS));
+    }
+    tap_ok(rc == 0 && worst_z < 4, "sphere: the mean of %d estimates scales the Jacobian term by "
+           "1/dim per tensor (worst |z| = %.2f)", MEAN_SEEDS, worst_z);
+    free_quad(&q);
+}
+
 /* Root mean squared relative error over SLOPE_SEEDS seeds at each Q = 1, 2, ..., 256, and the
    least-squares slope of log(error) against log(Q). */
 static void test_gaussian_slope(void)
@@ -642,6 +682,7 @@ int main(void)
     test_coordinate_exact(2, 2);
     test_gaussian_mean();
     test_gaussian_slope();
+    test_sphere();
     test_antithetic();
     test_steps("esj-s", false);
     test_steps("esj", true);
