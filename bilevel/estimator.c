@@ -308,6 +308,7 @@ static bilo_estimator *make_fp(const bilo_problem *p, const void *o)
 {
     return bilo_aid_fp_new(p, o);
 }
+static bilo_estimator *make_esj(const bilo_problem *p, const void *o) { return bilo_esj_new(p, o); }
 
 static const bilo__option exact_options[] = {BILO__INNER_OPTIONS(bilo_exact_opts), {NULL}};
 static const bilo__option itd_options[] = {
@@ -341,6 +342,17 @@ static const bilo__method methods[] = {
     {"penalty", "T=20,optim=adam,lr=1e-4,rho0=1e-2,lambda0=1e-2,eps0=1e-2,nu0=1e-4,c_rho=1.1,"
      "c_lambda=0.9,c_eps=0.9,lr_decay=0.9", bilo__penalty_options, sizeof(bilo_penalty_opts),
      bilo__make_penalty},
+    /* ESJ/PZOBO presets from the authors' scripts (research notes §A1): HyperRepresentation
+       notebook (GD from a fixed p0), bilevel_training_mnist.py (Adam re-created every outer
+       step, warm start), meta_learning.py (SGD momentum, w0 = the previous step's y_T). */
+    {"esj", "T=20,mu=0.01,Q=1,directions=sphere,optim=sgd,lr=0.001,reset=1", bilo__es_options,
+     sizeof(bilo_es_opts), make_esj},
+    {"esj-s", "T=10,mu=0.01,Q=1,directions=sphere,optim=adam,lr=0.001", bilo__es_options,
+     sizeof(bilo_es_opts), make_esj},
+    {"pzobo", "T=30,mu=0.1,Q=1,directions=sphere,optim=sgd,lr=0.01,momentum=0.9",
+     bilo__es_options, sizeof(bilo_es_opts), make_esj},
+    {"pzobo-s", "T=10,mu=0.01,Q=1,directions=sphere,optim=adam,lr=0.001", bilo__es_options,
+     sizeof(bilo_es_opts), make_esj},
 };
 enum { N_METHODS = sizeof methods / sizeof *methods };
 
