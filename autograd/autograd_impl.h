@@ -18,6 +18,8 @@ typedef struct bilo_node {
     bilo_op_id op;
     int n_in;
     bool freed;            /* saved tensors released by a backward without RETAIN_GRAPH */
+    int64_t topo;          /* 1 + the largest topo of its input nodes (0 for leaves): a node
+                              can depend on another only if its topo is larger */
     size_t nbytes;         /* size of this allocation (node + the arrays below) */
     bilo_op_attrs attrs;
     bilo_tensor *out;      /* detached alias of the output when the rule needs it */

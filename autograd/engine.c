@@ -10,6 +10,7 @@
  * backward refers to the forward graph's saved tensors, so they must outlive this call. */
 #include "autograd_impl.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* ---- grad mode ---------------------------------------------------------------------- */
@@ -183,10 +184,12 @@ static bilo_tensor *record_node(bilo_op_id op, bilo_tensor *out, bilo_tensor *co
         }
         n->in_version[i] = version_of(n->in[i]);
         if (!input_wants_grad(rule, in[i], i)) continue;
-        if (in[i]->node)
+        if (in[i]->node) {
             n->edge[i].node = node_retain(in[i]->node);
-        else
+            if (in[i]->node->topo >= n->topo) n->topo = in[i]->node->topo + 1;
+        } else {
             n->edge[i].leaf = bilo_retain(in[i]);
+        }
     }
     if (rule->needs_output) {
         n->out = save_output(out);
@@ -285,6 +288,8 @@ typedef struct {
     dfs_frame *stack;
     size_t cap_stack;
     bool all_leaves;   /* bilo_backward: every leaf that requires grad is a target */
+    int64_t min_topo;  /* nodes below it cannot reach a target: the DFS skips them (as
+                          PyTorch's topological_nr pruning); 0 when some target is a leaf */
     bool retain;
 } walk_state;
 
@@ -396,7 +401,7 @@ static int collect_from(walk_state *w, bilo_node *root, const char *fn)
         dfs_frame *top = &w->stack[depth - 1];
         if (top->next_edge < top->node->n_in) {
             bilo_node *child = top->node->edge[top->next_edge++].node;
-            if (!child) continue;
+            if (!child || child->topo < w->min_topo) continue;
             s = slot_get(w, child);
             if (!s) return out_of_memory(fn);
             if (s->state != UNSEEN) continue;
@@ -725,6 +730,11 @@ BILO_API int bilo_grad(bilo_tensor *const *outputs, int n_out, bilo_tensor *cons
     if (rc) return rc;
 
     walk_state w = {0};
+    w.min_topo = INT64_MAX;
+    for (int j = 0; j < n_in; j++) {
+        int64_t topo = inputs[j]->node ? inputs[j]->node->topo : 0;
+        if (topo < w.min_topo) w.min_topo = topo;
+    }
     for (int j = 0; j < n_in && !rc; j++) {
         grad_slot *s = slot_get(&w, key_of(inputs[j]));
         if (!s) {

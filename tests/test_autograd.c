@@ -504,6 +504,26 @@ static void test_intermediate_inputs(void)
     rc = bilo_grad(outs, 2, cots, &x, 1, g, 0);
     for (int i = 0; i < 3; i++) gx[i] = (i + 1) * (1 - tanh(xv[i]) * tanh(xv[i])) + 1;
     tap_ok(rc == 0 && all_close(g[0], gx, 3, 1e-14), "two outputs, one cotangent and one default");
+
+    /* The walk skips nodes older (lower topo) than every requested input; a deep branch that
+       does not depend on the input, and one that does through a newer node, must still count:
+       z = Σ s·(e + t) with s = sin(cos(x)) (deep), e = exp(x) (shallow), t = tanh(s). */
+    bilo_tensor *s = bilo_sin(bilo_cos(x)), *e = bilo_exp(x), *ts = bilo_tanh(s);
+    bilo_tensor *z2 = bilo_sum(bilo_mul(s, bilo_add(e, ts)), BILO_ALL_AXES, false);
+    double gs[3];
+    for (int i = 0; i < 3; i++) {
+        double sv = sin(cos(xv[i])), th = tanh(sv);
+        gs[i] = exp(xv[i]) + th + sv * (1 - th * th);
+    }
+    rc = bilo_grad(&z2, 1, NULL, &s, 1, g, BILO_RETAIN_GRAPH);
+    tap_ok(rc == 0 && all_close(g[0], gs, 3, 1e-14),
+           "grad w.r.t. a deep intermediate sums its direct and newer paths, not older branches");
+    bilo_tensor *both[2] = {e, s};
+    rc = bilo_grad(&z2, 1, NULL, both, 2, g, 0);
+    double ge[3];
+    for (int i = 0; i < 3; i++) ge[i] = sin(cos(xv[i]));
+    tap_ok(rc == 0 && all_close(g[0], ge, 3, 1e-14) && all_close(g[1], gs, 3, 1e-14),
+           "a shallow and a deep intermediate in one call");
     bilo_scope_end();
 }
 
