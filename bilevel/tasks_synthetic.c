@@ -37,7 +37,7 @@ static double dot(const double *a, const double *b, int n)
     return s;
 }
 
-static void fail_free(void **blocks, int n)
+static void free_all(void **blocks, int n)
 {
     for (int i = 0; i < n; i++) bilo__mfree(blocks[i]);
 }
@@ -185,7 +185,7 @@ static int quad_upper_matrices(quad_data *d, bilo_rng *rng)
     double *w = bilo__malloc((size_t)n * n * sizeof *w), *m = bilo__malloc((size_t)n * n * sizeof *m);
     double *lam = bilo__malloc((size_t)n * sizeof *lam);
     if (!w || !m || !lam) {
-        fail_free((void *[]){w, m, lam}, 3);
+        free_all((void *[]){w, m, lam}, 3);
         return bilo__fail_code(BILO_ENOMEM, "bilo_task_new (quadratic): out of memory");
     }
     random_orthogonal(rng, n, w);
@@ -198,7 +198,7 @@ static int quad_upper_matrices(quad_data *d, bilo_rng *rng)
             else if (i < dx) d->K[(size_t)i * dy + (j - dx)] = v;
             else if (j >= dx) d->F[(size_t)(i - dx) * dy + (j - dx)] = v;
         }
-    fail_free((void *[]){w, m, lam}, 3);
+    free_all((void *[]){w, m, lam}, 3);
     return 0;
 }
 
@@ -735,7 +735,8 @@ const bilo__task_kind bilo__task_hyperrep = {
             "representation H [p, d] (layers=1) or H1 [p, q], H2 [q, d] (layers=2, features "
             "σ(σ(XH1)H2)); inner: a ridge head w [d]; g = ½‖Z_g w − t_g‖²/n + ½·reg‖w‖², "
             "f = ½‖Z_f w − t_f‖²/n on an independent split; X ~ N(0, 1), targets from a true "
-            "representation and head plus noise·N(0, 1). Metrics: upper_loss, lower_loss. "
+            "representation and head (entries N(0, 1/fan-in), as the initial H) plus "
+            "noise·N(0, 1). Metrics: upper_loss, lower_loss. "
             "Options: layers=1, reg=0.1, noise=0.1, p, q, d, n (0: the published sizes 64, –, "
             "128, 500 for layers=1 and 256, 512, 256, 5000 for layers=2, times scale), "
             "scale (0: 1 for layers=1, 0.25 for layers=2).",
