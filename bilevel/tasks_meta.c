@@ -295,7 +295,7 @@ static const bilo__method_setting meta_settings[] = {
     {"pzobo", "T=100,lr=0.02,momentum=0.9,reset=1,mu=0.1"},
     {"pzobo-s", "T=100,optim=sgd,lr=0.02,momentum=0.9,reset=1,mu=0.1"},
     {"bome", "T=100,lr=0.02,momentum=0.9,reset=1,eta=0.5,y_lr=0.02"},
-    {"f2sa", "T=100,lr=0.01,reset=1,lambda0=10"},
+    {"f2sa", "T=100,lr=0.005,reset=1,lambda0=3"},
     {"soba", "T=100,lr=0.02,reset=1"},
     {"fsla", "T=100,lr=0.02,reset=1"},
     {"penalty", "T=100,lr=0.01,reset=1"},
