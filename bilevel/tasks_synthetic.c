@@ -8,8 +8,8 @@
 #include "tasks_impl.h"
 #include "tensor_impl.h"
 
-/* Philox streams of the generated data, one per task kind (the seed is the caller's). */
-enum { STREAM_QUADRATIC = 1, STREAM_CORESET = 2, STREAM_HYPERREP = 3 };
+/* Philox streams of the generated data and initial points (the seed is the caller's). */
+enum { STREAM_QUADRATIC = 1, STREAM_QUADRATIC_START, STREAM_CORESET, STREAM_HYPERREP };
 
 /* uᵀ M v for vectors u, v (M [len u, len v]). */
 static bilo_tensor *bilinear(bilo_tensor *u, bilo_tensor *m, bilo_tensor *v)
@@ -283,7 +283,7 @@ static int quad_build(bilo_task *t, const void *opts, const bilo_task_opts *o)
     if (rc == 0) rc = quad_tensors(d, o->dtype);
     if (rc < 0) return rc;
     double x0[d->dx], y0[d->dy];
-    bilo_rng rng = bilo_rng_make(o->seed, STREAM_QUADRATIC + 100);
+    bilo_rng rng = bilo_rng_make(o->seed, STREAM_QUADRATIC_START);
     bilo__fill_normal(&rng, x0, d->dx, 1);
     memset(y0, 0, sizeof y0);
     if ((rc = bilo__task_add_x(t, bilo__task_tensor(o->dtype, BILO_SHAPE(d->dx), x0))) < 0 ||
