@@ -1,187 +1,132 @@
-/* Every hypergradient estimator on one random quadratic bilevel problem with a closed form:
- *   g(x, y) = ½ yᵀAy − yᵀBx − cᵀy,   f(x, y) = ½‖y − y₀‖² + ½‖x‖² + eᵀx,
- *   y*(x) = A⁻¹(Bx + c),   ∇Φ(x) = x + e + BᵀA⁻¹(y*(x) − y₀),
- * with A = I + MᵀM/n (spectrum in about [1, 5]). Each estimator does one outer step from
- * y = 0 (its inner solve included); the table gives its hypergradient's relative error
- * against the closed form and the step's cost.
+/* Every hypergradient estimator on the catalog's "quadratic" task (bilo_tasks.h), a bilevel
+ * problem with a closed-form ∇Φ (../shared/research/bilevel.md §E1), in f64.
  *
- * usage: quadratic [dim (20)] [seed (1)]   — x and y both have dim entries. */
+ * Two measurements per method, both with the task's settings for it:
+ *   one step    the direction of the first outer step from the task's start (x₀, y₀), its
+ *               inner work included, against ∇Φ(x₀): relative error and the step's cost;
+ *   run         ‖∇Φ(x)‖ after `steps` outer steps with the task's outer optimizer, and the
+ *               mean time per step.
+ * The HVP-based methods and ESJ/PZOBO (coordinate directions are exact on this affine inner
+ * problem) estimate ∇Φ itself; BOME, F2SA, SOBA, FSLA and the penalty method move y (and
+ * their own state) along with x, so their first direction is not meant to equal ∇Φ: their
+ * worth shows in the run column.
+ *
+ * usage: quadratic [dim (20)] [seed (1)] [steps (300)] */
 #include <bilo.h>
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-/* Inner GD step and NS/FP step 0.3 contract by max(1 − 0.3·1, |1 − 0.3·5|) = 0.7 per step. */
-static const struct {
-    const char *name, *options;
-} methods[] = {
-    {"exact", "T=100,lr=0.3,reset=1"},
-    {"itd", "T=100,lr=0.3,reset=1"},
-    {"aid-cg", "T=100,lr=0.3,reset=1,K=%d"},
-    {"aid-ns", "T=100,lr=0.3,reset=1,K=100,eta=0.3"},
-    {"aid-fp", "T=100,lr=0.3,reset=1,K=100,eta=0.3"},
-};
+#include <string.h>
 
 typedef struct {
-    int n;
-    bilo_tensor *A, *B, *c, *y0, *e;
-} quadratic;
+    double err;        /* one step: relative error of the direction */
+    bilo_cost step;    /* one step: its cost */
+    double grad_norm;  /* run: ‖∇Φ‖ at the end */
+    double ms_per_step;
+} row;
 
-static bilo_tensor *mat_vec(bilo_tensor *m, bilo_tensor *v)
+static double flat_distance(bilo_tensor *a, bilo_tensor *b, double *norm_b)
 {
-    return bilo_flatten(bilo_matmul(m, bilo_reshape(v, BILO_SHAPE(bilo_numel(v), 1))));
+    double num = 0, den = 0;
+    for (int64_t k = 0; k < bilo_numel(a); k++) {
+        double d = bilo_get_flat(a, k) - bilo_get_flat(b, k);
+        num += d * d;
+        den += bilo_get_flat(b, k) * bilo_get_flat(b, k);
+    }
+    *norm_b = sqrt(den);
+    return sqrt(num);
 }
 
-static bilo_tensor *lower(bilo_tensor *const *x, bilo_tensor *const *y, const bilo_batch *b,
-                          void *user)
+static bilo_estimator *method_on(bilo_task *task, const char *name)
 {
-    (void)b;
-    const quadratic *q = user;
-    bilo_tensor *half_yAy = bilo_mul_scalar(bilo_dot(y[0], mat_vec(q->A, y[0])), 0.5);
-    return bilo_sub(bilo_sub(half_yAy, bilo_dot(y[0], mat_vec(q->B, x[0]))),
-                    bilo_dot(q->c, y[0]));
+    if (bilo_task_reset(task) < 0) return NULL;
+    return bilo_estimator_new(name, bilo_task_problem(task), bilo_task_method_options(task, name));
 }
 
-static bilo_tensor *upper(bilo_tensor *const *x, bilo_tensor *const *y, const bilo_batch *b,
-                          void *user)
+/* An outer SGD step of lr 1 moves x by exactly minus the direction the method produced. */
+static int one_step(bilo_task *task, const char *name, row *r)
 {
-    (void)b;
-    const quadratic *q = user;
-    bilo_tensor *d = bilo_sub(y[0], q->y0);
-    bilo_tensor *squares = bilo_add(bilo_dot(d, d), bilo_dot(x[0], x[0]));
-    return bilo_add(bilo_mul_scalar(squares, 0.5), bilo_dot(q->e, x[0]));
-}
-
-static quadratic make_quadratic(int n, uint64_t seed)
-{
-    bilo_rng rng = bilo_rng_make(seed, 0);
-    quadratic q = {.n = n};
+    const bilo_problem *p = bilo_task_problem(task);
+    bilo_estimator *e = method_on(task, name);
+    bilo_optim *outer = e ? bilo_optim_new(&(bilo_optim_opts){.lr = 1.0}, p->x, 1) : NULL;
+    int rc = outer ? 0 : bilo_errcode();
     bilo_scope_begin();
-    bilo_tensor *M = bilo_randn(BILO_F64, BILO_SHAPE(n, n), &rng);
-    bilo_tensor *MtM = bilo_mul_scalar(bilo_matmul_t(M, M, true, false), 1.0 / n);
-    q.A = bilo_keep(bilo_add(MtM, bilo_eye(BILO_F64, n)));
-    q.B = bilo_keep(bilo_mul_scalar(bilo_randn(BILO_F64, BILO_SHAPE(n, n), &rng), 1 / sqrt(n)));
-    q.c = bilo_keep(bilo_randn(BILO_F64, BILO_SHAPE(n), &rng));
-    q.y0 = bilo_keep(bilo_randn(BILO_F64, BILO_SHAPE(n), &rng));
-    q.e = bilo_keep(bilo_randn(BILO_F64, BILO_SHAPE(n), &rng));
+    bilo_tensor *want = NULL, *x0 = bilo_clone(p->x[0]);
+    if (rc == 0) rc = bilo_task_exact_hypergradient(task, &want);
+    if (rc == 0) rc = bilo_estimator_step(e, outer);
+    if (rc == 0) {
+        double norm;
+        bilo_tensor *got = bilo_sub(x0, p->x[0]);
+        r->err = flat_distance(got, want, &norm) / norm;
+        bilo_estimator_report(e, &r->step, NULL);
+    }
     bilo_scope_end();
-    return q;
-}
-
-static void free_quadratic(quadratic *q)
-{
-    bilo_tensor *ts[] = {q->A, q->B, q->c, q->y0, q->e};
-    for (int i = 0; i < 5; i++) bilo_release(ts[i]);
-}
-
-/* A⁻¹ r in plain doubles: Cholesky of the SPD matrix a (n×n, overwritten). */
-static void cholesky_solve(double *a, int n, double *r)
-{
-    for (int j = 0; j < n; j++) {
-        for (int k = 0; k < j; k++)
-            for (int i = j; i < n; i++) a[i * n + j] -= a[i * n + k] * a[j * n + k];
-        double d = sqrt(a[j * n + j]);
-        for (int i = j; i < n; i++) a[i * n + j] /= d;
-    }
-    for (int i = 0; i < n; i++) {
-        for (int k = 0; k < i; k++) r[i] -= a[i * n + k] * r[k];
-        r[i] /= a[i * n + i];
-    }
-    for (int i = n - 1; i >= 0; i--) {
-        for (int k = i + 1; k < n; k++) r[i] -= a[k * n + i] * r[k];
-        r[i] /= a[i * n + i];
-    }
-}
-
-static void solve_A(const quadratic *q, double *r)
-{
-    int n = q->n;
-    double *a = malloc((size_t)n * (size_t)n * sizeof *a);
-    for (int64_t i = 0; i < (int64_t)n * n; i++) a[i] = bilo_get_flat(q->A, i);
-    cholesky_solve(a, n, r);
-    free(a);
-}
-
-/* ∇Φ(x) from the closed form. */
-static void closed_form(const quadratic *q, const double *x, double *grad)
-{
-    int n = q->n;
-    double *r = malloc((size_t)n * sizeof *r);
-    for (int i = 0; i < n; i++) {
-        r[i] = bilo_get_flat(q->c, i);
-        for (int j = 0; j < n; j++) r[i] += bilo_get_flat(q->B, (int64_t)i * n + j) * x[j];
-    }
-    solve_A(q, r); /* y* */
-    for (int i = 0; i < n; i++) r[i] -= bilo_get_flat(q->y0, i);
-    solve_A(q, r); /* A⁻¹(y* − y₀) */
-    for (int j = 0; j < n; j++) {
-        grad[j] = x[j] + bilo_get_flat(q->e, j);
-        for (int i = 0; i < n; i++) grad[j] += bilo_get_flat(q->B, (int64_t)i * n + j) * r[i];
-    }
-    free(r);
-}
-
-/* One step of `name` from (x, 0). An outer SGD step of lr 1 moves x by exactly −∇Φ, so the
-   hypergradient the step used is x_before − x_after. Returns the relative error, or -1. */
-static double run_method(quadratic *q, const char *name, const char *options, const double *x0,
-                         const double *want, bilo_cost *cost)
-{
-    int n = q->n;
-    bilo_tensor *x = bilo_from_data(BILO_F64, BILO_SHAPE(n), x0);
-    bilo_tensor *y = bilo_zeros(BILO_F64, BILO_SHAPE(n));
-    bilo_problem p = {.x = &x, .n_x = 1, .y = &y, .n_y = 1, .lower = lower, .upper = upper,
-                      .user = q};
-    bilo_estimator *e = bilo_estimator_new(name, &p, options);
-    bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.lr = 1.0}, &x, 1);
-    double err = -1;
-    if (e && outer && bilo_estimator_step(e, outer) == 0) {
-        double num = 0, den = 0;
-        for (int j = 0; j < n; j++) {
-            double got = x0[j] - bilo_get_flat(x, j);
-            num += (got - want[j]) * (got - want[j]);
-            den += want[j] * want[j];
-        }
-        err = sqrt(num / den);
-        bilo_estimator_report(e, cost, NULL);
-    }
-    if (err < 0) fprintf(stderr, "quadratic: %s failed: %s\n", name, bilo_last_error());
     bilo_optim_free(outer);
     bilo_estimator_free(e);
-    bilo_release(x);
-    bilo_release(y);
-    return err;
+    return rc;
+}
+
+static int run(bilo_task *task, const char *name, int steps, row *r)
+{
+    bilo_estimator *e = method_on(task, name);
+    bilo_optim_opts oo = bilo_task_outer_opts(task);
+    bilo_optim *outer = e ? bilo_optim_new(&oo, bilo_task_problem(task)->x, 1) : NULL;
+    int rc = outer ? 0 : bilo_errcode();
+    for (int s = 0; s < steps && rc == 0; s++) rc = bilo_estimator_step(e, outer);
+    double metrics[8];
+    if (rc == 0) rc = bilo_task_metrics(task, metrics);
+    if (rc == 0) {
+        bilo_cost total;
+        bilo_estimator_report(e, NULL, &total);
+        r->grad_norm = metrics[1]; /* the task's metrics: phi, grad_norm, y_error */
+        r->ms_per_step = total.seconds * 1e3 / steps;
+    }
+    bilo_optim_free(outer);
+    bilo_estimator_free(e);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
-    int n = argc > 1 ? atoi(argv[1]) : 20;
+    int dim = argc > 1 ? atoi(argv[1]) : 20, steps = argc > 3 ? atoi(argv[3]) : 300;
     uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
-    if (n < 1) {
-        fprintf(stderr, "usage: quadratic [dim >= 1] [seed]\n");
+    if (dim < 1 || steps < 1) {
+        fprintf(stderr, "usage: quadratic [dim >= 1] [seed] [steps >= 1]\n");
         return 2;
     }
-    quadratic q = make_quadratic(n, seed);
-    double *x0 = malloc(2 * (size_t)n * sizeof *x0), *want = x0 + n;
-    for (int j = 0; j < n; j++) x0[j] = sin(1.0 + j);
-    closed_form(&q, x0, want);
-
-    printf("random quadratic bilevel problem, dim x = dim y = %d, seed %llu, f64\n", n,
-           (unsigned long long)seed);
-    printf("%-7s %-36s %9s %7s %7s %6s %6s %9s %11s\n", "method", "options", "rel err",
-           "f grads", "g grads", "HVPs", "inner", "ms", "peak bytes");
-    int failed = 0;
-    for (size_t m = 0; m < sizeof methods / sizeof *methods; m++) {
-        char options[128];
-        snprintf(options, sizeof options, methods[m].options, n); /* CG: K = dim */
-        bilo_cost c = {0};
-        double err = run_method(&q, methods[m].name, options, x0, want, &c);
-        failed += err < 0;
-        printf("%-7s %-36s %9.2e %7lld %7lld %6lld %6lld %9.3f %11zu\n", methods[m].name,
-               options, err, (long long)c.f_grads, (long long)c.g_grads, (long long)c.hvps,
-               (long long)c.inner_iters, c.seconds * 1e3, c.peak_bytes);
+    char options[64];
+    snprintf(options, sizeof options, "dx=%d,dy=%d", dim, dim);
+    bilo_task *task = bilo_task_new("quadratic", &(bilo_task_opts){.seed = seed,
+                                                                    .options = options,
+                                                                    .dtype = BILO_F64});
+    if (!task) {
+        fprintf(stderr, "quadratic: %s\n", bilo_last_error());
+        return 1;
     }
-    free(x0);
-    free_quadratic(&q);
+    double start[8];
+    bilo_task_metrics(task, start);
+    printf("catalog task 'quadratic' (dim x = dim y = %d, seed %llu, f64): ‖∇Φ(x₀)‖ = %.3g\n", dim,
+           (unsigned long long)seed, start[1]);
+    printf("%-8s | %9s %7s %7s %6s %8s %10s | %10s %8s\n", "", "one step", "", "", "", "",
+           "", "run", "");
+    printf("%-8s | %9s %7s %7s %6s %8s %10s | %10s %8s\n", "method", "rel err", "f grads",
+           "g grads", "HVPs", "ms", "peak bytes", "|grad Phi|", "ms/step");
+    int failed = 0;
+    for (int m = 0; bilo_estimator_method_name(m); m++) {
+        const char *name = bilo_estimator_method_name(m);
+        row r = {0};
+        if (one_step(task, name, &r) < 0 || run(task, name, steps, &r) < 0) {
+            fprintf(stderr, "quadratic: %s failed: %s\n", name, bilo_last_error());
+            failed++;
+            continue;
+        }
+        printf("%-8s | %9.2e %7lld %7lld %6lld %8.3f %10zu | %10.2e %8.3f\n", name, r.err,
+               (long long)r.step.f_grads, (long long)r.step.g_grads, (long long)r.step.hvps,
+               r.step.seconds * 1e3, r.step.peak_bytes, r.grad_norm, r.ms_per_step);
+    }
+    printf("(run: %d outer steps from x₀ with the task's outer optimizer and method settings; "
+           "bilo_task_method_options lists them)\n", steps);
+    bilo_task_free(task);
     return failed ? 1 : 0;
 }
