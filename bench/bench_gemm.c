@@ -186,19 +186,12 @@ static const char *option_value(int argc, char **argv, const char *name)
     return NULL;
 }
 
-static bool has_flag(int argc, char **argv, const char *name)
-{
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], name)) return true;
-    return false;
-}
-
 int main(int argc, char **argv)
 {
-    const bool quick = has_flag(argc, argv, "--quick");
+    const bool quick = bench_has_flag(argc, argv, "--quick");
     const char *only = option_value(argc, argv, "--only");
     const settings set = {.rounds = quick ? 3 : 5, .block_seconds = quick ? 0.05 : 0.15,
-                          .csv = bench_csv_wanted(argc, argv)};
+                          .csv = bench_has_flag(argc, argv, "--csv")};
     char path[1100];
     const char *peer = find_peer(argv[0], path, sizeof path);
     if (!set.csv) {

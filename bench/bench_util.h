@@ -4,6 +4,7 @@
 #define BILO_BENCH_UTIL_H
 
 #include <libgen.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,22 @@ static inline bool torch_peer_script(const char *argv0, const char *script, char
     return false;
 }
 
+/* Runs a peer command that prints `key value` lines and reads the values of keys[0..n)
+   into values[] (NAN for a key it did not print). False when the command failed. */
+static inline bool bench_peer_values(const char *cmd, int n, const char *const *keys,
+                                     double *values)
+{
+    for (int i = 0; i < n; i++) values[i] = NAN;
+    FILE *f = popen(cmd, "r");
+    char line[256], k[128];
+    double v;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "%127s %lf", k, &v) == 2)
+            for (int i = 0; i < n; i++)
+                if (!strcmp(k, keys[i])) values[i] = v;
+    return (f ? pclose(f) : -1) == 0;
+}
+
 /* Median, min and max of n repeated measurements. */
 typedef struct {
     double med, min, max;
@@ -59,11 +76,12 @@ static inline bench_stats bench_summarize(double *v, int n)
     return (bench_stats){.med = v[n / 2], .min = v[0], .max = v[n - 1]};
 }
 
-/* True when the program was asked for machine-readable lines (any argument "--csv"). */
-static inline bool bench_csv_wanted(int argc, char **argv)
+/* True when one of the arguments is `flag` ("--csv": machine-readable rows for bench/run.sh,
+   "--quick": fewer and shorter rounds). */
+static inline bool bench_has_flag(int argc, char **argv, const char *flag)
 {
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--csv")) return true;
+        if (!strcmp(argv[i], flag)) return true;
     return false;
 }
 
