@@ -11,8 +11,10 @@
    (openblas_set_num_threads) once per round between bilo's timed blocks. GFLOP/s = 2·m·n·k
    per call; median, min and max over the rounds.
 
-   usage: bench_gemm [--quick] [--csv] [--only TEXT]
-     --quick: fewer rounds, shorter blocks; --only: the workloads whose name contains TEXT */
+   usage: bench_gemm [--quick] [--csv] [--only TEXT] [--peer-core NAME]
+     --quick: fewer rounds, shorter blocks; --only: the workloads whose name contains TEXT;
+     --peer-core: OPENBLAS_CORETYPE for the peer (e.g. Haswell: OpenBLAS's AVX2 kernels on a
+     CPU where it would pick AVX-512 ones, the same instruction set as bilo's kernels) */
 #include "bilo_tensor.h"
 #include "kernels.h"
 #include "tensor_impl.h"
@@ -55,6 +57,8 @@ typedef struct {
     int rounds;
     double block_seconds;
     bool csv;
+    const char *peer_core; /* OPENBLAS_CORETYPE for the peer, NULL: OpenBLAS's own choice */
+    char peer_name[64];
 } settings;
 
 static void die(const char *what)
@@ -124,12 +128,13 @@ static double bilo_block(const shape *s, const operands *o, int threads, double 
 
 /* Seconds per call of the peer, or a negative value when it did not answer. */
 static double peer_block(const char *peer, const shape *s, bilo_dtype dt, int threads,
-                         double block_seconds)
+                         const settings *set)
 {
-    char cmd[1400];
-    snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=%d '%s' %s %lld %lld %lld %d %d %d %g",
-             threads, peer, bilo_dtype_name(dt), (long long)s->m, (long long)s->n,
-             (long long)s->k, s->ta, s->tb, threads, block_seconds);
+    char cmd[1400], core[96] = "";
+    if (set->peer_core) snprintf(core, sizeof core, "OPENBLAS_CORETYPE='%s' ", set->peer_core);
+    snprintf(cmd, sizeof cmd, "%sOPENBLAS_NUM_THREADS=%d '%s' %s %lld %lld %lld %d %d %d %g",
+             core, threads, peer, bilo_dtype_name(dt), (long long)s->m, (long long)s->n,
+             (long long)s->k, s->ta, s->tb, threads, set->block_seconds);
     FILE *f = popen(cmd, "r");
     double seconds = -1;
     if (!f || fscanf(f, "%lf", &seconds) != 1) seconds = -1;
@@ -156,7 +161,7 @@ static void measure(const shape *s, bilo_dtype dt, int threads, const char *peer
     for (int r = 0; r < set->rounds; r++) {
         ours[r] = flops / bilo_block(s, &o, threads, set->block_seconds) * 1e-9;
         if (have_peer) {
-            const double sec = peer_block(peer, s, dt, threads, set->block_seconds);
+            const double sec = peer_block(peer, s, dt, threads, set);
             have_peer = sec > 0;
             theirs[r] = flops / sec * 1e-9;
         }
@@ -167,7 +172,8 @@ static void measure(const shape *s, bilo_dtype dt, int threads, const char *peer
     char workload[128];
     snprintf(workload, sizeof workload, "%s_%s", dt == BILO_F32 ? "sgemm" : "dgemm", s->name);
     if (set->csv) {
-        bench_csv_row(workload, threads, "GFLOP/s", true, b, "OpenBLAS", have_peer ? &p : NULL);
+        bench_csv_row(workload, threads, "GFLOP/s", true, b, set->peer_name,
+                      have_peer ? &p : NULL);
         return;
     }
     printf("%-30s %d %8.1f [%6.1f %6.1f]", workload, threads, b.med, b.min, b.max);
@@ -190,8 +196,11 @@ int main(int argc, char **argv)
 {
     const bool quick = bench_has_flag(argc, argv, "--quick");
     const char *only = option_value(argc, argv, "--only");
-    const settings set = {.rounds = quick ? 3 : 5, .block_seconds = quick ? 0.05 : 0.15,
-                          .csv = bench_has_flag(argc, argv, "--csv")};
+    settings set = {.rounds = quick ? 3 : 5, .block_seconds = quick ? 0.05 : 0.15,
+                    .csv = bench_has_flag(argc, argv, "--csv"),
+                    .peer_core = option_value(argc, argv, "--peer-core")};
+    snprintf(set.peer_name, sizeof set.peer_name, "OpenBLAS%s%s", set.peer_core ? "-" : "",
+             set.peer_core ? set.peer_core : "");
     char path[1100];
     const char *peer = find_peer(argv[0], path, sizeof path);
     if (!set.csv) {

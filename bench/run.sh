@@ -1,7 +1,7 @@
 #!/bin/sh
 # The benchmark suite: every benchmark program with its peers, one table, one CSV.
 #
-#   bench/run.sh [--quick] [--build DIR] [--out FILE]
+#   bench/run.sh [--quick] [--build DIR] [--out FILE] [--openblas-core NAME]
 #
 # Configures (release, benchmarks on) and builds DIR (default: build-bench in the source
 # tree) if needed, runs bench_gemm (vs OpenBLAS), bench_kernels (vs a raw SLEEF loop and
@@ -18,18 +18,22 @@
 # OMP_WAIT_POLICY defaults to PASSIVE for bilo and the peers alike: on a shared 2-core
 # machine, spinning OpenMP workers stall every barrier (see research/peers.md); export it to
 # override. --quick: fewer and shorter rounds (about 5 minutes instead of 10).
+# --openblas-core NAME: OPENBLAS_CORETYPE for the GEMM peer (e.g. Haswell, to compare with
+# OpenBLAS's AVX2 kernels where it would pick AVX-512 ones).
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
 build="$src/build-bench"
 out="bench-results.csv"
 quick=""
+gemm_args=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) quick="--quick" ;;
     --build) build="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --openblas-core) gemm_args="--peer-core $2"; shift ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -50,7 +54,9 @@ trap 'rm -f "$rows"' EXIT
 echo "workload,threads,unit,bilo,bilo_min,bilo_max,peer,peer_value,peer_min,peer_max,ratio" >"$rows"
 for program in gemm kernels autograd nn bilevel; do
     echo "running bench_$program ..." >&2
-    if ! "$build/bench/bench_$program" --csv $quick | sed -n 's/^csv,//p' >>"$rows"; then
+    extra=""
+    [ "$program" = gemm ] && extra="$gemm_args"
+    if ! "$build/bench/bench_$program" --csv $quick $extra | sed -n 's/^csv,//p' >>"$rows"; then
         echo "bench/run.sh: bench_$program failed" >&2
     fi
 done
