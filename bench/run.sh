@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --build) build="$2"; shift ;;
     --out) out="$2"; shift ;;
     --openblas-core) gemm_args="--peer-core $2"; shift ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
