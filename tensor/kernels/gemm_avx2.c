@@ -35,9 +35,10 @@
 #define NC_f64 4080
 #define NR_f32 16
 #define NR_f64 8
-/* Up to this many multiply-adds (about 80^3) the products run unpacked: packing would cost
-   more than the contiguous loads save. */
-#define DIRECT_WORK (1 << 19)
+/* Up to this many multiply-adds (about 160^3) the products run unpacked: packing would cost
+   more than the contiguous loads save (measured on Zen 4: unpacked wins at 100-200 cubed,
+   packed at 256 cubed, most of all with A transposed). */
+#define DIRECT_WORK (1 << 22)
 /* Below this many multiply-adds (about 100^3) one thread does the whole product: forking
    costs more than the second core brings. */
 #define PARALLEL_WORK (1 << 20)
@@ -66,17 +67,18 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
 /* op(A)[i][p] */
 #define OPA(i, p) (trans_a ? A[(p) * lda + (i)] : A[(i) * lda + (p)])
 
-/* One step of the kernel for row r: c_r0..c_r1 += a_r[p] * (b0, b1). */
+/* One step of the kernel for row r: c_r0..c_r1 += a_r[p] * (b0, b1), for the first `rows`
+   rows and `cols` vectors. */
 #define KERNEL_ROW_(S, r)                                                                     \
-    {                                                                                         \
+    if ((r) < rows) {                                                                         \
         const VEC_##S ar = BROADCAST_##S(a##r + p * csa);                                     \
         c##r##0 = FMADD_##S(ar, b0, c##r##0);                                                 \
-        c##r##1 = FMADD_##S(ar, b1, c##r##1);                                                 \
+        if (cols > 1) c##r##1 = FMADD_##S(ar, b1, c##r##1);                                   \
     }
 /* The kc steps of the kernel, B rows loaded with LOAD0/LOAD1. */
 #define KERNEL_LOOP_(S, LOAD0, LOAD1)                                                         \
     for (int64_t p = 0; p < kc; p++, b += ldb) {                                              \
-        const VEC_##S b0 = LOAD0, b1 = LOAD1;                                                 \
+        const VEC_##S b0 = LOAD0, b1 = cols > 1 ? LOAD1 : b0;                                 \
         KERNEL_ROW_(S, 0) KERNEL_ROW_(S, 1) KERNEL_ROW_(S, 2)                                 \
         KERNEL_ROW_(S, 3) KERNEL_ROW_(S, 4) KERNEL_ROW_(S, 5)                                 \
     }
@@ -99,15 +101,35 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
         STOREU_##S(tile + (r) * NR_##S + LANES_##S, c##r##1);                                 \
     }
 
+/* The kernel on tile (ir, jr) of gemm_row_block, A packed or read in place. */
+#define TILE_(S, ROWS)                                                                        \
+    if (nr <= LANES_##S) {                                                                    \
+        TILE_COLS_(S, ROWS, 1)                                                                \
+    } else {                                                                                  \
+        TILE_COLS_(S, ROWS, 2)                                                                \
+    }
+#define TILE_COLS_(S, ROWS, COLS)                                                             \
+    if (g->pack_a)                                                                            \
+        kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, b, NR_##S, c_col + ir * ldc, ldc, mr, \
+                   nr, false, overwrite);                                                     \
+    else if (trans_a)                                                                         \
+        kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, b, ldb, c_col + ir * ldc,     \
+                   ldc, mr, nr, masked, overwrite);                                           \
+    else                                                                                      \
+        kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, b, ldb, c_col + ir * ldc,   \
+                   ldc, mr, nr, masked, overwrite);
+
 #define BILO_GEMM_AVX2_(T, S)                                                                 \
     /* C[0..mr)[0..nr) (+)= sum over p < kc of op(A) rows times op(B) rows, where row r of    \
        op(A) has its p-th entry at a[r*rsa + p*csa] and row p of op(B) starts at b + p*ldb.   \
-       Rows past mr repeat row mr-1 (computed, never stored). masked_b: B rows hold only nr   \
-       valid entries (unpacked edge), so the loads are masked. Always inlined so the packed   \
-       call site gets its constant strides folded in. */                                      \
+       Only the first `rows` (6, 4 or 2, >= mr) rows and `cols` (2, or 1 when nr <= LANES)    \
+       vectors of columns are computed; rows past mr repeat row mr-1 and columns past nr are  \
+       zero (computed, never stored). masked_b: B rows hold only nr valid entries (unpacked   \
+       edge), so the loads are masked. Always inlined so that each call site gets its         \
+       constant row count and strides folded in. */                                           \
     static inline __attribute__((always_inline)) void kernel_##S(                             \
-        int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b, int64_t ldb, T *c,      \
-        int64_t ldc, int64_t mr, int64_t nr, bool masked_b, bool overwrite)                   \
+        int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b, int64_t ldb,  \
+        T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b, bool overwrite)             \
     {                                                                                         \
         const T *a0 = a, *a1 = a + min64(1, mr - 1) * rsa, *a2 = a + min64(2, mr - 1) * rsa;  \
         const T *a3 = a + min64(3, mr - 1) * rsa, *a4 = a + min64(4, mr - 1) * rsa;           \
@@ -211,15 +233,14 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
             const bool masked = !g->pack_b && nr < NR_##S;                                    \
             for (int64_t ir = 0; ir < mc; ir += MR) {                                         \
                 const int64_t mr = min64(MR, mc - ir);                                        \
-                if (g->pack_a)                                                                \
-                    kernel_##S(kc, packed_a + ir * kc, 1, MR, b, NR_##S, c_col + ir * ldc,    \
-                               ldc, mr, nr, false, overwrite);                                \
-                else if (trans_a)                                                             \
-                    kernel_##S(kc, g->A + pc * lda + ic + ir, 1, lda, b, ldb,                 \
-                               c_col + ir * ldc, ldc, mr, nr, masked, overwrite);             \
-                else                                                                          \
-                    kernel_##S(kc, g->A + (ic + ir) * lda + pc, lda, 1, b, ldb,               \
-                               c_col + ir * ldc, ldc, mr, nr, masked, overwrite);             \
+                /* an edge of 1-4 rows runs a shorter kernel instead of padding to 6 */       \
+                if (mr > 4) {                                                                 \
+                    TILE_(S, 6)                                                               \
+                } else if (mr > 2) {                                                          \
+                    TILE_(S, 4)                                                               \
+                } else {                                                                      \
+                    TILE_(S, 2)                                                               \
+                }                                                                             \
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
