@@ -44,6 +44,10 @@
 #define PARALLEL_WORK (1 << 20)
 /* Columns of C one pass of the transposed matrix-vector loop keeps in registers. */
 #define GEMV_VECS 8
+/* Rows of A and columns of op(B) per dot-product tile of a thin C (12 accumulators; 4×3
+   beat 3×4 and 6×2 on 500×784·784×10 and tied with them when A streams from memory). */
+#define DOT_ROWS 4
+#define DOT_COLS 3
 /* Blocks of C per thread in a parallel product (fewer when C has fewer tiles). */
 #define CHUNKS_PER_THREAD 3
 
@@ -60,9 +64,10 @@ static inline int thread_index(void)
 #endif
 }
 
-/* How a product is computed: tiles (packed or direct), the transposed matrix-vector loop, or
-   row loops (row vectors, A·b, k = 0). */
-typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
+/* How a product is computed: tiles (packed or direct); for thin C (fewer than NR columns)
+   transposed tiles (A transposed) or dot products (A not); the transposed matrix-vector
+   loop; or row loops (row vectors, A·b, k = 0). */
+typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm_path;
 
 /* op(A)[i][p] */
 #define OPA(i, p) (trans_a ? A[(p) * lda + (i)] : A[(i) * lda + (p)])
@@ -110,14 +115,14 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
     }
 #define TILE_COLS_(S, ROWS, COLS)                                                             \
     if (g->pack_a)                                                                            \
-        kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, b, NR_##S, c_col + ir * ldc, ldc, mr, \
-                   nr, false, overwrite);                                                     \
+        kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, b, NR_##S, c_col + ir * ldc,    \
+                   ldc, mr, nr, false, overwrite, false);                                     \
     else if (trans_a)                                                                         \
-        kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, b, ldb, c_col + ir * ldc,     \
-                   ldc, mr, nr, masked, overwrite);                                           \
+        kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, b, ldb,                 \
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false);                  \
     else                                                                                      \
-        kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, b, ldb, c_col + ir * ldc,   \
-                   ldc, mr, nr, masked, overwrite);
+        kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, b, ldb,               \
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false);
 
 #define BILO_GEMM_AVX2_(T, S)                                                                 \
     /* C[0..mr)[0..nr) (+)= sum over p < kc of op(A) rows times op(B) rows, where row r of    \
@@ -128,8 +133,9 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
        edge), so the loads are masked. Always inlined so that each call site gets its         \
        constant row count and strides folded in. */                                           \
     static inline __attribute__((always_inline)) void kernel_##S(                             \
-        int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b, int64_t ldb,  \
-        T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b, bool overwrite)             \
+        int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b,     \
+        int64_t ldb, T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b,                \
+        bool overwrite, bool c_transposed)                                                    \
     {                                                                                         \
         const T *a0 = a, *a1 = a + min64(1, mr - 1) * rsa, *a2 = a + min64(2, mr - 1) * rsa;  \
         const T *a3 = a + min64(3, mr - 1) * rsa, *a4 = a + min64(4, mr - 1) * rsa;           \
@@ -142,19 +148,20 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
         } else {                                                                              \
             KERNEL_LOOP_(S, LOADU_##S(b), LOADU_##S(b + LANES_##S))                           \
         }                                                                                     \
-        if (mr == MR && nr == NR_##S) {                                                       \
+        if (!c_transposed && mr == MR && nr == NR_##S) {                                      \
             KERNEL_STORE_(T, S, 0) KERNEL_STORE_(T, S, 1) KERNEL_STORE_(T, S, 2)              \
             KERNEL_STORE_(T, S, 3) KERNEL_STORE_(T, S, 4) KERNEL_STORE_(T, S, 5)              \
             return;                                                                           \
         }                                                                                     \
-        /* Edge tile: spill to a buffer, copy the valid part. */                              \
+        /* Edge tile (or C transposed): spill to a buffer, copy the valid part. */            \
         T tile[MR * NR_##S];                                                                  \
         KERNEL_SPILL_(S, 0) KERNEL_SPILL_(S, 1) KERNEL_SPILL_(S, 2)                           \
         KERNEL_SPILL_(S, 3) KERNEL_SPILL_(S, 4) KERNEL_SPILL_(S, 5)                           \
         for (int64_t r = 0; r < mr; r++)                                                      \
-            for (int64_t j = 0; j < nr; j++)                                                  \
-                c[r * ldc + j] = overwrite ? tile[r * NR_##S + j]                             \
-                                           : c[r * ldc + j] + tile[r * NR_##S + j];           \
+            for (int64_t j = 0; j < nr; j++) {                                                \
+                T *dst = c_transposed ? c + j * ldc + r : c + r * ldc + j;                    \
+                *dst = overwrite ? tile[r * NR_##S + j] : *dst + tile[r * NR_##S + j];        \
+            }                                                                                 \
     }                                                                                         \
     /* Rows i0..i0+mc, columns p0..p0+kc of op(A) as MR-row panels: panel q holds             \
        op(A)[i0 + q*MR + r][p0 + p] at dst[q*MR*kc + p*MR + r], rows past mc zero. */         \
@@ -258,6 +265,93 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
+    /* C (m×n, n < NR, A transposed) as Cᵀ = op(B)ᵀ·A: the rows of A (stored k×m) fill the \
+       vector lanes, op(B)'s entries are broadcast and each tile is stored transposed. */     \
+    static void gemm_thin_t_##S(const gemm_job_##S *g)                                        \
+    {                                                                                         \
+        const int64_t rsb = g->trans_b ? g->ldb : 1, csb = g->trans_b ? 1 : g->ldb;           \
+        const int64_t lda = g->lda, ldc = g->ldc;                                             \
+        for (int64_t pc = 0; pc < g->k; pc += KC) {                                           \
+            const int64_t kc = min64(KC, g->k - pc);                                          \
+            const bool overwrite = pc == 0 && !g->accumulate;                                 \
+            for (int64_t j0 = 0; j0 < g->m; j0 += NR_##S) {                                   \
+                const int64_t nr = min64(NR_##S, g->m - j0);                                  \
+                const T *b = g->A + pc * lda + j0;                                            \
+                for (int64_t r0 = 0; r0 < g->n; r0 += MR) {                                   \
+                    const int64_t mr = min64(MR, g->n - r0);                                  \
+                    const T *a = g->B + r0 * rsb + pc * csb;                                  \
+                    T *c = g->C + j0 * ldc + r0;                                              \
+                    if (mr > 4)                                                               \
+                        kernel_##S(6, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                                   nr < NR_##S, overwrite, true);                             \
+                    else if (mr > 2)                                                          \
+                        kernel_##S(4, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                                   nr < NR_##S, overwrite, true);                             \
+                    else                                                                      \
+                        kernel_##S(2, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                                   nr < NR_##S, overwrite, true);                             \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    /* Rows i0.. (up to 3) of C against columns j0.. (up to 4) of op(B) as dot products over  \
+       k: A's rows and the rows of op(B)ᵀ (bt, stride ldbt) both stream along the lanes, and  \
+       each of the 12 sums is reduced across lanes at the end. */                             \
+    static void dot_tile_##S(int64_t k, const T *a, int64_t lda, int64_t rows,                \
+                             const T *bt, int64_t ldbt, int64_t cols, T *c, int64_t ldc,      \
+                             bool accumulate)                                                 \
+    {                                                                                         \
+        const T *ar[DOT_ROWS], *br[DOT_COLS];                                                 \
+        for (int r = 0; r < DOT_ROWS; r++) ar[r] = a + min64(r, rows - 1) * lda;              \
+        for (int j = 0; j < DOT_COLS; j++) br[j] = bt + min64(j, cols - 1) * ldbt;            \
+        VEC_##S acc[DOT_ROWS][DOT_COLS];                                                      \
+        for (int r = 0; r < DOT_ROWS; r++)                                                    \
+            for (int j = 0; j < DOT_COLS; j++) acc[r][j] = ZERO_##S();                        \
+        int64_t p = 0;                                                                        \
+        for (; p + LANES_##S <= k; p += LANES_##S) {                                          \
+            VEC_##S bv[DOT_COLS];                                                             \
+            for (int j = 0; j < DOT_COLS; j++) bv[j] = LOADU_##S(br[j] + p);                  \
+            for (int r = 0; r < DOT_ROWS; r++) {                                              \
+                const VEC_##S av = LOADU_##S(ar[r] + p);                                      \
+                for (int j = 0; j < DOT_COLS; j++) acc[r][j] = FMADD_##S(av, bv[j], acc[r][j]); \
+            }                                                                                 \
+        }                                                                                     \
+        if (p < k) {                                                                          \
+            const __m256i tail = tail_mask_##S(k - p);                                        \
+            VEC_##S bv[DOT_COLS];                                                             \
+            for (int j = 0; j < DOT_COLS; j++) bv[j] = MASKLOAD_##S(br[j] + p, tail);         \
+            for (int r = 0; r < DOT_ROWS; r++) {                                              \
+                const VEC_##S av = MASKLOAD_##S(ar[r] + p, tail);                             \
+                for (int j = 0; j < DOT_COLS; j++) acc[r][j] = FMADD_##S(av, bv[j], acc[r][j]); \
+            }                                                                                 \
+        }                                                                                     \
+        for (int64_t r = 0; r < rows; r++)                                                    \
+            for (int64_t j = 0; j < cols; j++) {                                              \
+                T lane[LANES_##S], s = 0;                                                     \
+                STOREU_##S(lane, acc[r][j]);                                                  \
+                for (int l = 0; l < LANES_##S; l++) s += lane[l];                             \
+                c[r * ldc + j] = accumulate ? c[r * ldc + j] + s : s;                         \
+            }                                                                                 \
+    }                                                                                         \
+    /* C (m×n, n < NR, A not transposed) as m·n dot products of length k, which fill the      \
+       lanes whatever n is. op(B)'s columns are copied into rows first unless B is stored     \
+       transposed (then they already are rows); bt_buf holds n×k. */                          \
+    static void gemm_dots_##S(const gemm_job_##S *g, T *bt_buf)                               \
+    {                                                                                         \
+        const T *bt = g->B;                                                                   \
+        int64_t ldbt = g->ldb;                                                                \
+        if (!g->trans_b) {                                                                    \
+            for (int64_t p = 0; p < g->k; p++)                                                \
+                for (int64_t j = 0; j < g->n; j++) bt_buf[j * g->k + p] = g->B[p * g->ldb + j]; \
+            bt = bt_buf;                                                                      \
+            ldbt = g->k;                                                                      \
+        }                                                                                     \
+        for (int64_t i0 = 0; i0 < g->m; i0 += DOT_ROWS)                                       \
+            for (int64_t j0 = 0; j0 < g->n; j0 += DOT_COLS)                                   \
+                dot_tile_##S(g->k, g->A + i0 * g->lda, g->lda, min64(DOT_ROWS, g->m - i0),    \
+                             bt + j0 * ldbt, ldbt, min64(DOT_COLS, g->n - j0),                \
+                             g->C + i0 * g->ldc + j0, g->ldc, g->accumulate);                 \
+    }                                                                                         \
     /* sum_p x[p*sx] * y[p*sy]: vectorized when both are contiguous. */                       \
     static T dot_##S(const T *x, int64_t sx, const T *y, int64_t sy, int64_t k)               \
     {                                                                                         \
@@ -342,6 +436,8 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
         if (g->m <= 0 || g->n <= 0) return;                                                   \
         switch (g->path) {                                                                    \
         case PATH_TILES: gemm_tiles_##S(g, packed_a, packed_b); break;                        \
+        case PATH_THIN_T: gemm_thin_t_##S(g); break;                                          \
+        case PATH_DOTS: gemm_dots_##S(g, packed_b); break;                                    \
         case PATH_GEMV_T: gemv_t_##S(g); break;                                               \
         case PATH_ROWS: gemm_rows_##S(g); break;                                              \
         }                                                                                     \
@@ -372,8 +468,11 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
     {                                                                                         \
         if (m <= 0 || n <= 0) return;                                                         \
         const int64_t work = m * n * k;                                                       \
+        const bool thin = n < NR_##S && m >= NR_##S && k >= 2 * LANES_##S;                    \
         const gemm_path path = k == 0 || m == 1 || (n == 1 && !trans_a) ? PATH_ROWS           \
                                : n == 1                                 ? PATH_GEMV_T         \
+                               : thin && trans_a                        ? PATH_THIN_T         \
+                               : thin                                   ? PATH_DOTS           \
                                                                         : PATH_TILES;         \
         const bool direct = work <= DIRECT_WORK || n <= NR_##S || m <= MR;                    \
         const bool tiles = path == PATH_TILES;                                                \
@@ -383,10 +482,12 @@ typedef enum { PATH_TILES, PATH_GEMV_T, PATH_ROWS } gemm_path;
                           .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,         \
                           .A = A, .B = B, .C = C};                                            \
         const int64_t split = n >= m ? (n + NR_##S - 1) / NR_##S : (m + MR - 1) / MR;         \
-        const int threads_used = work < PARALLEL_WORK ? 1 : (int)min64(max64(threads, 1), split); \
+        const int threads_used =                                                              \
+            work < PARALLEL_WORK ? 1 : (int)min64(max64(threads, 1), split);                  \
         const int64_t kc = min64(KC, max64(k, 1));                                            \
         const size_t a_elems = g.pack_a ? (size_t)(MC_##S * kc) : 0;                          \
-        const size_t b_elems = g.pack_b ? (size_t)(kc * round_up(min64(NC_##S, n), NR_##S)) : 0; \
+        const size_t b_elems = g.pack_b ? (size_t)(kc * round_up(min64(NC_##S, n), NR_##S))  \
+                               : path == PATH_DOTS && !trans_b ? (size_t)(n * k) : 0;         \
         const size_t bytes = (size_t)threads_used * (a_elems + b_elems) * sizeof(T);          \
         T *buffers = bytes ? bilo__alloc(bytes) : NULL;                                       \
         if (bytes && !buffers) { /* out of memory: the row loops need no buffers */           \
