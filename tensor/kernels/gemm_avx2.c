@@ -8,16 +8,21 @@
    MC×KC blocks of op(A) into MR-tall column panels first, so the kernel streams contiguous,
    zero-padded memory; transposition is absorbed by the packing. Small and skinny products
    (few tiles to amortize packing over) run the same kernel directly on A and B through
-   strides, with clamped rows and masked columns at the edges ("sup" kernels in BLIS).
-   Matrix-vector shapes have their own loops: a row of C is a sum of scaled rows of B, a
-   column of C with A transposed is a sum of scaled rows of A, and C = A·b is dot products.
+   strides, with clamped rows and masked columns at the edges ("sup" kernels in BLIS); edge
+   tiles of 1-4 rows or up to 8 (f32) columns run shorter kernel variants.
+   Thin products (C narrower than NR, e.g. the 10 classes of a linear model) would leave most
+   lanes idle: with A transposed they run as Cᵀ = op(B)ᵀ·A, whose rows are A's, and otherwise
+   as 4×3 tiles of dot products along k. Matrix-vector shapes have their own loops: a row of
+   C is a sum of scaled rows of B, a column of C with A transposed is a sum of scaled rows of
+   A, and C = A·b is dot products.
 
    Threads split C into disjoint blocks of whole tiles (columns when C is wide, rows when it
-   is tall) and each runs the serial loop nest on its block with its own packing buffers:
-   there is no barrier inside a product, which matters on a shared 2-core machine where a
-   descheduled thread stalls every barrier for a time slice. Every element of C accumulates
-   the same KC slices in the same order whoever computes it and the path is chosen from the
-   shape alone, so the result does not depend on the thread count. */
+   is tall), more blocks than threads handed out dynamically, and each block runs the serial
+   loop nest with its thread's own packing buffers: there is no barrier inside a product,
+   which matters on a shared 2-core machine where a descheduled thread stalls every barrier
+   for a time slice. Every element of C accumulates the same KC slices in the same order
+   whoever computes it and the path is chosen from the whole product's shape, so the result
+   does not depend on the thread count. */
 #include "kernels.h"
 #include "simd_avx2.h"
 #include "tensor_impl.h"
