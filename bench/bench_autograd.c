@@ -10,7 +10,10 @@
  *
  * The peer is bench/peers/torch_autograd.py, found through $BILO_SOURCE_DIR or relative to
  * this program (<build>/bench/ -> ../../bench/peers), run with /usr/bin/python3 and
- * OMP_WAIT_POLICY=PASSIVE (torch's best setting on this class of machine, see peers.md). */
+ * OMP_WAIT_POLICY=PASSIVE (torch's best setting on this class of machine, see peers.md); the
+ * script sets torch's and its OpenBLAS pool's thread counts alike (torch_common.py).
+ * With --csv [--quick] it prints bench/run.sh's rows instead: the 16-element chain and the
+ * MLP gradient / HVP at 1 and 2 threads, in rounds of bilo then one torch process. */
 #include "bilo.h"
 #include "bench_util.h"
 
@@ -19,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { CHAIN_OPS = 1000, CHAIN_REPS = 31, MLP_REPS = 11, BATCH = 256 };
+enum { CHAIN_OPS = 1000, CHAIN_REPS = 31, MLP_REPS = 11, BATCH = 256, MAX_ROUNDS = 5 };
 
 
 static int cmp_double(const void *a, const void *b)
@@ -205,9 +208,63 @@ static void print_ratio(double bilo, double torch)
         printf("  %10.1f %10.2f\n", torch, bilo / torch);
 }
 
+/* ---- --csv: interleaved rounds for bench/run.sh ------------------------------------------- */
+
+enum { CSV_CONFIGS = 5 }; /* chain 16, then (grad, hvp) at 1 and 2 threads */
+
+/* bilo's figure of config c: ns per op of the 16-element chain, or ms per MLP grad / HVP. */
+static double csv_bilo(const mlp *m, int c)
+{
+    if (c == 0) {
+        bilo_set_num_threads(1);
+        return bench_chain(16, FORWARD_BACKWARD);
+    }
+    bilo_set_num_threads((c - 1) / 2 + 1);
+    return bench_mlp(m, (c - 1) % 2 == 1);
+}
+
+static void csv_rounds(const char *argv0, bool quick)
+{
+    static const char *const keys[CSV_CONFIGS] = {"chain_16_fwdbwd_ns", "mlp_1t_grad_ms",
+                                                  "mlp_1t_hvp_ms", "mlp_2t_grad_ms",
+                                                  "mlp_2t_hvp_ms"};
+    static const char *const names[CSV_CONFIGS] = {"chain1000_16elem_fwd+bwd_per_op",
+                                                   "mlp784_tanh_b256_grad", "mlp784_tanh_b256_hvp",
+                                                   "mlp784_tanh_b256_grad", "mlp784_tanh_b256_hvp"};
+    const int rounds = quick ? 3 : 5;
+    char script[1200], why[1400], cmd[1600];
+    bool torch_ok = torch_peer_script(argv0, "torch_autograd.py", script, sizeof script, why,
+                                      sizeof why);
+    if (!torch_ok) fprintf(stderr, "bench_autograd: %s\n", why);
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --ops %d --batch %d --sizes 16 "
+             "--threads 1,2", script, CHAIN_OPS, BATCH);
+    mlp m = mlp_make();
+    double ours[CSV_CONFIGS][MAX_ROUNDS], torch[CSV_CONFIGS][MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+        for (int c = 0; c < CSV_CONFIGS; c++) ours[c][r] = csv_bilo(&m, c);
+        double v[CSV_CONFIGS] = {0};
+        torch_ok = torch_ok && bench_peer_values(cmd, CSV_CONFIGS, keys, v);
+        for (int c = 0; c < CSV_CONFIGS; c++) {
+            torch_ok = torch_ok && !isnan(v[c]);
+            torch[c][r] = v[c];
+        }
+    }
+    mlp_free(&m);
+    bilo_set_num_threads(0);
+    for (int c = 0; c < CSV_CONFIGS; c++) {
+        const bench_stats t = torch_ok ? bench_summarize(torch[c], rounds) : (bench_stats){0};
+        bench_csv_row(names[c], c == 0 ? 1 : (c - 1) / 2 + 1, c == 0 ? "ns" : "ms", false,
+                      bench_summarize(ours[c], rounds), "PyTorch", torch_ok ? &t : NULL);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    (void)argc;
+    if (bench_has_flag(argc, argv, "--csv")) {
+        csv_rounds(argv[0], bench_has_flag(argc, argv, "--quick"));
+        return 0;
+    }
     printf("bilo autograd benchmark (kernels %s), f32\n", bilo_kernel_isa());
     peer_results torch = run_torch(argv[0]);
     if (torch.status[0]) printf("%s\n", torch.status);

@@ -15,7 +15,13 @@
  * torch.autograd.grad), run once for all configurations right after bilo's, with
  * OMP_WAIT_POLICY=PASSIVE, OPENBLAS_NUM_THREADS=1 and torch.set_num_threads(1) (see
  * /work/shared/research/peers.md). ITD with T = 1000 runs only when its projection (ten
- * times T = 100, bilo and torch) keeps the whole benchmark under two minutes. */
+ * times T = 100, bilo and torch) keeps the whole benchmark under two minutes.
+ *
+ * With --csv [--quick] it prints bench/run.sh's rows instead: ITD T = 100 and AID-CG T = 100
+ * K = 10 seconds per hypergradient at 1 and 2 threads (rounds of one bilo step per row, then
+ * one torch process for all rows, torch_common.set_threads setting torch's and OpenBLAS's
+ * threads), and ITD T = 1000 peak memory above the start of the hypergradient (bilo: its
+ * allocator's peak; torch: the resident-memory high-water mark). */
 #include "bilo.h"
 #include "bench_util.h"
 
@@ -170,9 +176,124 @@ static void print_row(const config *cfg, measured m, double torch_s)
         printf(" %9.3f %11.2f\n", torch_s, m.seconds / torch_s);
 }
 
+/* ---- --csv: rows for bench/run.sh ----------------------------------------------------------- */
+
+enum { CSV_TIMED = 2, CSV_ROWS = 2 * CSV_TIMED, CSV_MAX_ROUNDS = 5 };
+static const config csv_timed[CSV_TIMED] = {
+    {"itd_T100", "itd", "T=100,lr=0.1,reset=1", 1},
+    {"cg_T100_K10", "aid-cg", "T=100,lr=0.1,reset=1,K=10", 1},
+};
+static const config csv_memory = {"itd_T1000", "itd", "T=1000,lr=0.1,reset=1", 1};
+
+/* Seconds of one hypergradient step of every (config, threads) row, after a warm-up step. */
+typedef struct {
+    bilo_tensor *x, *W;
+    bilo_estimator *e;
+    bilo_optim *outer;
+} csv_run;
+
+static csv_run csv_run_make(dataset *ds, const config *cfg)
+{
+    csv_run r = {.x = bilo_full(BILO_F32, BILO_SHAPE(D), -3.0),
+                 .W = bilo_zeros(BILO_F32, BILO_SHAPE(D, C))};
+    bilo_problem p = {.x = &r.x, .n_x = 1, .y = &r.W, .n_y = 1, .lower = lower,
+                      .upper = upper, .user = ds};
+    r.e = bilo_estimator_new(cfg->method, &p, cfg->options);
+    r.outer = bilo_optim_new(&(bilo_optim_opts){.lr = 1e-12}, &r.x, 1);
+    die_on_error(r.x && r.W && r.e && r.outer, cfg->label);
+    die_on_error(bilo_estimator_step(r.e, r.outer) == 0, cfg->label); /* warm-up */
+    return r;
+}
+
+static void csv_run_free(csv_run *r)
+{
+    bilo_optim_free(r->outer);
+    bilo_estimator_free(r->e);
+    bilo_release(r->x);
+    bilo_release(r->W);
+}
+
+static double csv_step_seconds(csv_run *r, const char *label)
+{
+    const double t0 = now();
+    die_on_error(bilo_estimator_step(r->e, r->outer) == 0, label);
+    return now() - t0;
+}
+
+/* Row i: config i / 2 at i % 2 + 1 threads; rounds of bilo's steps, then one torch process. */
+static void csv_times(dataset *ds, const char *script, int rounds)
+{
+    char keys[CSV_ROWS][64], cmd[1600];
+    const char *key_list[CSV_ROWS];
+    for (int i = 0; i < CSV_ROWS; i++) {
+        snprintf(keys[i], sizeof keys[i], "%s_%dt", csv_timed[i / 2].label, i % 2 + 1);
+        key_list[i] = keys[i];
+    }
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --configs %s,%s --threads 1,2 "
+             "--reps 1 --warmup itd_T10", script ? script : "", csv_timed[0].label,
+             csv_timed[1].label);
+    csv_run runs[CSV_TIMED];
+    for (int c = 0; c < CSV_TIMED; c++) runs[c] = csv_run_make(ds, &csv_timed[c]);
+    double ours[CSV_ROWS][CSV_MAX_ROUNDS], torch[CSV_ROWS][CSV_MAX_ROUNDS];
+    bool torch_ok = script != NULL;
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < CSV_ROWS; i++) {
+            bilo_set_num_threads(i % 2 + 1);
+            ours[i][r] = csv_step_seconds(&runs[i / 2], csv_timed[i / 2].label);
+        }
+        double v[CSV_ROWS] = {0};
+        torch_ok = torch_ok && bench_peer_values(cmd, CSV_ROWS, key_list, v);
+        for (int i = 0; i < CSV_ROWS; i++) {
+            torch_ok = torch_ok && !isnan(v[i]);
+            torch[i][r] = v[i];
+        }
+    }
+    for (int c = 0; c < CSV_TIMED; c++) csv_run_free(&runs[c]);
+    bilo_set_num_threads(1);
+    for (int i = 0; i < CSV_ROWS; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "logreg_hypergrad_%s", csv_timed[i / 2].label);
+        const bench_stats t = torch_ok ? bench_summarize(torch[i], rounds) : (bench_stats){0};
+        bench_csv_row(name, i % 2 + 1, "s", false, bench_summarize(ours[i], rounds), "PyTorch",
+                      torch_ok ? &t : NULL);
+    }
+}
+
+/* ITD at T = 1000, 1 thread, once: bilo's allocator peak vs torch's resident-memory peak,
+   both above the start of the hypergradient. */
+static void csv_peak_memory(dataset *ds, const char *script)
+{
+    bilo_set_num_threads(1);
+    const double mib = (double)measure_bilo(ds, &csv_memory).peak / (1 << 20);
+    char cmd[1600], key[64];
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --configs '' --memory %s",
+             script ? script : "", csv_memory.label);
+    snprintf(key, sizeof key, "%s_peak_mib", csv_memory.label);
+    const char *keys[1] = {key};
+    double torch_mib = NAN;
+    const bool ok = script && bench_peer_values(cmd, 1, keys, &torch_mib) && !isnan(torch_mib);
+    const bench_stats b = {mib, mib, mib}, t = {torch_mib, torch_mib, torch_mib};
+    bench_csv_row("logreg_itd_T1000_peak_memory", 1, "MiB", false, b, "PyTorch", ok ? &t : NULL);
+}
+
 int main(int argc, char **argv)
 {
-    (void)argc;
+    if (bench_has_flag(argc, argv, "--csv")) {
+        char script[1200], why[1400];
+        const bool have_torch = torch_peer_script(argv[0], "torch_bilevel.py", script,
+                                                  sizeof script, why, sizeof why);
+        if (!have_torch) fprintf(stderr, "bench_bilevel: %s\n", why);
+        dataset ds = make_dataset();
+        csv_times(&ds, have_torch ? script : NULL, bench_has_flag(argc, argv, "--quick") ? 3 : 5);
+        csv_peak_memory(&ds, have_torch ? script : NULL);
+        /* ESJ (Q = 10, T = 100) at 1 vs 2 threads joins here once the ESJ estimator lands: a
+           csv_times row pair with {"esj_Q10_T100", "esj", "Q=10,T=100,..."} and its torch
+           config in bench/peers/torch_bilevel.py. */
+        free_dataset(&ds);
+        return 0;
+    }
     double start = now();
     bilo_set_num_threads(1);
     printf("bilo bilevel benchmark (kernels %s): logistic-regression hyperparameters, n = %d, "

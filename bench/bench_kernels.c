@@ -7,10 +7,16 @@
    same parallel threshold as bilo, so the ratio isolates the kernels; bilo's figure includes
    the op's own cost (output allocation from the cache, dispatch). Each figure is the median
    of SAMPLES timed batches of about BATCH_ELEMS elements.
-   GEMM lines: `gemm dtype n threads GFLOP/s` for square n = 256, 512, 1024. */
+   GEMM lines: `gemm dtype n threads GFLOP/s` for square n = 256, 512, 1024.
+
+   With --csv (and optionally --quick) it prints instead bench/run.sh's rows for exp, tanh and
+   add on 1e6 f32 elements at 1 and 2 threads: bilo next to a raw loop over SLEEF's AVX2
+   functions (the limit for bilo's kernels) and next to PyTorch (bench/peers/torch_kernels.py,
+   one process per round), in interleaved rounds. */
 #include "bilo_tensor.h"
 #include "tensor_impl.h"
 #include "bench_util.h"
+#include "sleef_loops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -194,8 +200,99 @@ static void bench_gemm(void)
         }
 }
 
-int main(void)
+/* ---- --csv: exp, tanh, add at 1e6 f32 next to raw SLEEF loops and PyTorch ------------ */
+
+#define CSV_N 1000000
+
+/* Seconds per call of bilo's op (use_sleef false) or the raw loop over a block of at least
+   `seconds`, after one warm-up call. */
+static double block_seconds(bench_op op, bilo_tensor *a, bilo_tensor *b, float *y, int threads,
+                            bool use_sleef, double seconds)
 {
+    const sleef_loop_op sop = op == OP_EXP ? SLEEF_LOOP_EXP : op == OP_TANH ? SLEEF_LOOP_TANH
+                                                                            : SLEEF_LOOP_ADD;
+    long calls = -1;
+    double t0 = 0;
+    do {
+        if (calls == 0) t0 = now();
+        if (use_sleef) sleef_loop_f32(sop, bilo_data(a), bilo_data(b), y, CSV_N, threads);
+        else bilo_once(op, a, b);
+        calls++;
+    } while (calls < 1 || now() - t0 < seconds);
+    return (now() - t0) / (double)calls;
+}
+
+enum { CSV_OPS = 3, CSV_CONFIGS = 2 * CSV_OPS };
+static const bench_op csv_ops[CSV_OPS] = {OP_EXP, OP_TANH, OP_ADD};
+
+/* Rounds of: bilo and the SLEEF loop on every (op, threads), then one torch process for all
+   of them. Rates in Gelem/s. */
+static void csv_elementwise(const char *argv0, bool quick)
+{
+    const int rounds = quick ? 3 : 5;
+    const double seconds = quick ? 0.05 : 0.15;
+    char script[1200], why[1400], cmd[1600];
+    const bool have_torch =
+        torch_peer_script(argv0, "torch_kernels.py", script, sizeof script, why, sizeof why);
+    if (!have_torch) fprintf(stderr, "bench_kernels: %s\n", why);
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --ops exp,tanh,add --threads 1,2 "
+             "--n %d --seconds %g", script, CSV_N, seconds);
+    char keys[CSV_CONFIGS][32];
+    const char *key_list[CSV_CONFIGS];
+    for (int c = 0; c < CSV_CONFIGS; c++) {
+        snprintf(keys[c], sizeof keys[c], "%s_%dt_seconds", op_names[csv_ops[c / 2]], c % 2 + 1);
+        key_list[c] = keys[c];
+    }
+    const int64_t n = CSV_N;
+    bilo_tensor *a = input(BILO_F32, 1, &n, 0.1), *b = input(BILO_F32, 1, &n, 0.7);
+    float *y = malloc(CSV_N * sizeof *y);
+    if (!y) die("malloc");
+    double ours[CSV_CONFIGS][SAMPLES], sleef[CSV_CONFIGS][SAMPLES], torch[CSV_CONFIGS][SAMPLES];
+    bool torch_ok = have_torch;
+    for (int r = 0; r < rounds; r++) {
+        for (int c = 0; c < CSV_CONFIGS; c++) {
+            const int threads = c % 2 + 1;
+            bilo_set_num_threads(threads);
+            ours[c][r] = 1e-9 * CSV_N / block_seconds(csv_ops[c / 2], a, b, y, threads, false,
+                                                      seconds);
+            sleef[c][r] = 1e-9 * CSV_N / block_seconds(csv_ops[c / 2], a, b, y, threads, true,
+                                                       seconds);
+        }
+        double sec[CSV_CONFIGS];
+        torch_ok = torch_ok && bench_peer_values(cmd, CSV_CONFIGS, key_list, sec);
+        for (int c = 0; c < CSV_CONFIGS; c++) {
+            torch_ok = torch_ok && sec[c] > 0;
+            torch[c][r] = torch_ok ? 1e-9 * CSV_N / sec[c] : 0;
+        }
+    }
+    if (have_torch && !torch_ok) fprintf(stderr, "bench_kernels: torch peer failed\n");
+    for (int c = 0; c < CSV_CONFIGS; c++) {
+        char workload[64];
+        snprintf(workload, sizeof workload, "%s_f32_1e6", op_names[csv_ops[c / 2]]);
+        const bench_stats b_st = bench_summarize(ours[c], rounds);
+        const bench_stats s_st = bench_summarize(sleef[c], rounds);
+        const bench_stats t_st = torch_ok ? bench_summarize(torch[c], rounds) : (bench_stats){0};
+        bench_csv_row(workload, c % 2 + 1, "Gelem/s", true, b_st, "SLEEF loop", &s_st);
+        bench_csv_row(workload, c % 2 + 1, "Gelem/s", true, b_st, "PyTorch",
+                      torch_ok ? &t_st : NULL);
+    }
+    free(y);
+    bilo_release(a);
+    bilo_release(b);
+    bilo_set_num_threads(0);
+}
+
+int main(int argc, char **argv)
+{
+    if (bench_has_flag(argc, argv, "--csv")) {
+        if (strcmp(bilo_kernel_isa(), "avx2") != 0) {
+            fprintf(stderr, "bench_kernels: the SLEEF AVX2 loops need an AVX2 CPU\n");
+            return 1;
+        }
+        csv_elementwise(argv[0], bench_has_flag(argc, argv, "--quick"));
+        return 0;
+    }
     printf("# bilo kernels: %s\n", bilo_kernel_isa());
     const double t0 = now();
     bench_elementwise();

@@ -38,12 +38,6 @@ static const workload mlp_work = {"mlp", 256, 7, 20, 3};
 static const workload cnn_work = {"cnn", 64, 3, 5, 2};
 
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void die_on_error(int ok, const char *what)
 {
     if (ok) return;
@@ -162,17 +156,7 @@ static bool torch_block(const char *script, const workload *w, int threads, doub
 
 /* ---- report -------------------------------------------------------------------------------- */
 
-typedef struct {
-    double med, min, max;
-} summary;
-
-static summary summarize(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return (summary){.med = v[n / 2], .min = v[0], .max = v[n - 1]};
-}
-
-static void print_row(int threads, summary bilo, const summary *torch)
+static void print_row(int threads, bench_stats bilo, const bench_stats *torch)
 {
     printf("  %7d %8.2f %8.2f %8.2f", threads, bilo.med, bilo.min, bilo.max);
     if (torch)
@@ -182,8 +166,9 @@ static void print_row(int threads, summary bilo, const summary *torch)
         printf("   %8s %8s %8s   %10s\n", "-", "-", "-", "-");
 }
 
-/* Interleaved bilo / torch rounds of one workload, then its table; script NULL: no torch. */
-static void measure(const workload *w, const char *title, const char *script)
+/* Interleaved bilo / torch rounds of one workload, then its table (or, with csv, its rows
+   for bench/run.sh); script NULL: no torch. */
+static void measure(const workload *w, const char *title, const char *script, bool csv)
 {
     trainer t = trainer_make(w);
     double bilo_ms[MAX_THREADS][MAX_ROUNDS], torch_ms[MAX_THREADS][MAX_ROUNDS];
@@ -195,6 +180,16 @@ static void measure(const workload *w, const char *title, const char *script)
             have_torch = have_torch && torch_block(script, w, th, &torch_ms[th - 1][r]);
         }
     trainer_free(&t);
+    if (csv) {
+        for (int th = 1; th <= MAX_THREADS; th++) {
+            bench_stats torch = have_torch ? bench_summarize(torch_ms[th - 1], w->rounds)
+                                           : (bench_stats){0};
+            bench_csv_row("mlp784_relu_b256_train_step", th, "ms", false,
+                          bench_summarize(bilo_ms[th - 1], w->rounds), "PyTorch",
+                          have_torch ? &torch : NULL);
+        }
+        return;
+    }
 
     printf("\n%s, batch %d: ms per training step (forward, cross-entropy, backward, Adam),\n"
            "median [min, max] of %d interleaved rounds of %d steps\n",
@@ -202,8 +197,9 @@ static void measure(const workload *w, const char *title, const char *script)
     printf("  %7s %8s %8s %8s   %8s %8s %8s   %10s\n", "threads", "bilo", "min", "max", "torch",
            "min", "max", "bilo/torch");
     for (int th = 1; th <= MAX_THREADS; th++) {
-        summary torch = have_torch ? summarize(torch_ms[th - 1], w->rounds) : (summary){0};
-        print_row(th, summarize(bilo_ms[th - 1], w->rounds), have_torch ? &torch : NULL);
+        bench_stats torch =
+            have_torch ? bench_summarize(torch_ms[th - 1], w->rounds) : (bench_stats){0};
+        print_row(th, bench_summarize(bilo_ms[th - 1], w->rounds), have_torch ? &torch : NULL);
     }
     int timed = w->rounds * MAX_THREADS * w->steps;
     printf("bilo system allocations per step in steady state: %.2f (%llu over %d timed steps)\n",
@@ -212,17 +208,26 @@ static void measure(const workload *w, const char *title, const char *script)
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    printf("bilo nn benchmark (kernels %s), f32\n", bilo_kernel_isa());
     char script[1200];
+    if (bench_has_flag(argc, argv, "--csv")) { /* the MLP only, for bench/run.sh */
+        char why[1400];
+        const bool have_torch =
+            torch_peer_script(argv[0], "torch_nn.py", script, sizeof script, why, sizeof why);
+        if (!have_torch) fprintf(stderr, "bench_nn: %s\n", why);
+        workload w = mlp_work;
+        if (bench_has_flag(argc, argv, "--quick")) w.rounds = 3;
+        measure(&w, "MLP", have_torch ? script : NULL, true);
+        return 0;
+    }
+    printf("bilo nn benchmark (kernels %s), f32\n", bilo_kernel_isa());
     bool have_torch = torch_script(argv[0], script, sizeof script);
     const char *policy = getenv("OMP_WAIT_POLICY");
     printf("OMP_WAIT_POLICY for bilo: %s; torch runs with PASSIVE, torch.set_num_threads and "
            "OPENBLAS_NUM_THREADS\n",
            policy ? policy : "unset (OpenMP's default)");
 
-    measure(&mlp_work, "MLP 784-256-256-10 ReLU", have_torch ? script : NULL);
+    measure(&mlp_work, "MLP 784-256-256-10 ReLU", have_torch ? script : NULL, false);
     measure(&cnn_work, "4-block CNN (conv3x3-BN-ReLU-maxpool2 x4, 64 channels), 28x28",
-            have_torch ? script : NULL);
+            have_torch ? script : NULL, false);
     return 0;
 }

@@ -547,6 +547,10 @@ static const gemm_shape gemm_shapes[] = {
     {1, 1, 1},      {7, 5, 3},    {17, 33, 9},  {64, 64, 64}, {100, 37, 129},
     {70, 50, 300} /* two KC slices */, {7, 4100, 20} /* two NC blocks */,
     {1, 300, 200} /* a row vector */, {300, 1, 200} /* a column vector */,
+    {170, 90, 300} /* packed: two MC blocks, two KC slices, rows split over threads */,
+    {90, 170, 300} /* packed, columns split over threads */, {2000, 1, 600} /* split Aᵀb */,
+    {3000, 10, 40} /* thin, split over threads */,
+    {500, 7, 301} /* thin: a k tail, two KC slices, split over threads */,
 };
 
 typedef struct {

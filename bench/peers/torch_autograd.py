@@ -6,7 +6,8 @@ that the C benchmark reads and divides by.
   mlp_<threads>t_hvp_ms     ms per Hessian-vector product by double backprop
 
 Run it with OMP_WAIT_POLICY=PASSIVE (the C program does): torch's best setting on small
-machines, see /work/shared/research/peers.md. Medians of repeated runs, f32.
+machines, see /work/shared/research/peers.md. Thread counts apply to torch and to its
+OpenBLAS pool (torch_common.set_threads). Medians of repeated runs, f32.
 """
 import argparse
 import math
@@ -14,6 +15,8 @@ import statistics
 import time
 
 import torch
+
+from torch_common import set_threads
 
 
 def median_time(fn, reps):
@@ -91,14 +94,15 @@ def main():
     parser.add_argument("--ops", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--sizes", default="1,16", help="chain sizes (numel)")
     args = parser.parse_args()
 
-    torch.set_num_threads(1)
-    for numel in (1, 16):
+    set_threads(1)
+    for numel in (int(s) for s in args.sizes.split(",")):
         print(f"chain_{numel}_fwdbwd_ns {bench_chain(numel, args.ops, 31):.1f}", flush=True)
     params, x, labels, v = make_mlp(args.batch)
     for threads in (int(t) for t in args.threads.split(",")):
-        torch.set_num_threads(threads)
+        set_threads(threads)
         for hvp in (False, True):
             ms = bench_mlp(params, x, labels, v, hvp, 11)
             print(f"mlp_{threads}t_{'hvp' if hvp else 'grad'}_ms {ms:.3f}", flush=True)

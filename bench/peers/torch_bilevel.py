@@ -2,7 +2,9 @@
 hyperparameter problem (n = 5000, d = 784, 10 classes, f32, inner W [784, 10], outer x [784]
 log-weights), printed as `key value` lines that the C benchmark reads and divides by.
 
-  <config> seconds   best of the repetitions, one hypergradient each
+  <config> seconds            best of the repetitions, one hypergradient each
+  <config>_<t>t seconds       the same at t threads (--threads)
+  <config>_peak_mib MiB       peak resident memory above the start of the run (--memory)
 
 Configs: itd_T<T> (T SGD steps from W = 0 recorded with create_graph, then the gradient of the
 validation loss w.r.t. x through them) and cg_T<T>_K<K> (T SGD steps without a graph, K
@@ -17,6 +19,8 @@ import re
 import time
 
 import torch
+
+from torch_common import set_threads
 
 N, D, C, LR = 5000, 784, 10, 0.1
 REPS = {10: 3, 100: 2}
@@ -76,23 +80,56 @@ def run(config, data, x):
     return lambda: aid_cg(data, x, T, K), 2
 
 
+def status_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_mib(fn):
+    """Peak resident memory above the current one while fn runs, in MiB (the kernel's
+    high-water mark, reset through /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    base = status_kib("VmRSS")
+    fn()
+    return (status_kib("VmHWM") - base) / 1024
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--configs", default="itd_T10,itd_T100,cg_T100_K10")
+    parser.add_argument("--threads", default=None,
+                        help="comma list: print <config>_<t>t keys for each thread count")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per config")
+    parser.add_argument("--warmup", default=None, help="a config run once, untimed, first")
+    parser.add_argument("--memory", default=None,
+                        help="a config whose peak memory is printed as <config>_peak_mib")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    set_threads(1)
     gen = torch.Generator().manual_seed(5)
     teacher = torch.randn(D, C, generator=gen) / D ** 0.5
     data = {"train": make_split(gen, teacher), "val": make_split(gen, teacher)}
     x = torch.full((D,), -3.0, requires_grad=True)
-    for config in args.configs.split(","):
-        fn, reps = run(config, data, x)
-        best = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t0)
-        print(f"{config} {best:.4f}", flush=True)
+    if args.warmup:
+        run(args.warmup, data, x)[0]()
+    if args.memory:
+        print(f"{args.memory}_peak_mib {peak_mib(run(args.memory, data, x)[0]):.1f}", flush=True)
+    for threads in args.threads.split(",") if args.threads else [None]:
+        set_threads(int(threads) if threads else 1)
+        suffix = f"_{threads}t" if threads else ""
+        for config in args.configs.split(","):
+            if not config:
+                continue
+            fn, reps = run(config, data, x)
+            best = float("inf")
+            for _ in range(args.reps or reps):
+                t0 = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t0)
+            print(f"{config}{suffix} {best:.4f}", flush=True)
 
 
 if __name__ == "__main__":

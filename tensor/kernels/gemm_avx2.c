@@ -1,16 +1,28 @@
 /* AVX2+FMA GEMM, f32 and f64 from one body: C = op(A)·op(B) (+ C when accumulating).
 
-   Large products follow the GotoBLAS/BLIS loop nest: for each NC-wide column block of C and
-   each KC-deep slice of k, op(B) is packed into NR-wide row panels (shared by all threads),
-   then every thread takes a block of rows of C, packs its MC×KC block of op(A) into MR-tall
-   column panels and runs the MR×NR register-blocked micro-kernel over it (6×16 for f32,
-   6×8 for f64: 12 accumulators, 2 B vectors and one A broadcast fill 15 of the 16 ymm
-   registers). Transposition is absorbed by the packing routines; edges are zero-padded in
-   the packed panels, so the micro-kernel always runs full-size and only its store is
-   clipped. Each element of C accumulates its k terms in the same order whichever thread or
-   row block computes it, so the result does not depend on the thread count.
-   Tiny products and matrix-vector shapes skip the packing: each row of C is built directly
-   from op(A) and op(B). */
+   The loop nest is GotoBLAS/BLIS's (research/engine.md §5): for each NC-wide column block of
+   C and each KC-deep slice of k, an MR×NR register-blocked micro-kernel (6×16 for f32, 6×8
+   for f64: 12 accumulators, 2 B vectors and one A broadcast fill 15 of the 16 ymm registers)
+   sums the slice's products for one tile of C in registers and then adds them to C (or
+   overwrites C on the first slice). Large products pack op(B) into NR-wide row panels and
+   MC×KC blocks of op(A) into MR-tall column panels first, so the kernel streams contiguous,
+   zero-padded memory; transposition is absorbed by the packing. Small and skinny products
+   (few tiles to amortize packing over) run the same kernel directly on A and B through
+   strides, with clamped rows and masked columns at the edges ("sup" kernels in BLIS); edge
+   tiles of 1-4 rows or up to 8 (f32) columns run shorter kernel variants.
+   Thin products (C narrower than NR, e.g. the 10 classes of a linear model) would leave most
+   lanes idle: with A transposed they run as Cᵀ = op(B)ᵀ·A, whose rows are A's, and otherwise
+   as 4×3 tiles of dot products along k. Matrix-vector shapes have their own loops: a row of
+   C is a sum of scaled rows of B, a column of C with A transposed is a sum of scaled rows of
+   A, and C = A·b is dot products.
+
+   Threads split C into disjoint blocks of whole tiles (columns when C is wide, rows when it
+   is tall), more blocks than threads handed out dynamically, and each block runs the serial
+   loop nest with its thread's own packing buffers: there is no barrier inside a product,
+   which matters on a shared 2-core machine where a descheduled thread stalls every barrier
+   for a time slice. Every element of C accumulates the same KC slices in the same order
+   whoever computes it and the path is chosen from the whole product's shape, so the result
+   does not depend on the thread count. */
 #include "kernels.h"
 #include "simd_avx2.h"
 #include "tensor_impl.h"
@@ -28,12 +40,24 @@
 #define NC_f64 4080
 #define NR_f32 16
 #define NR_f64 8
-/* Below this many multiply-adds (about 20^3) packing costs more than it saves. Vector
-   shapes (m = 1, or n = 1 with rows of op(A) contiguous) also skip it: a 6×16 tile would be
-   mostly padding, while the unpacked path streams the matrix once. */
-#define SMALL_WORK 8192
+/* Up to this many multiply-adds (about 160^3) the products run unpacked: packing would cost
+   more than the contiguous loads save (measured on Zen 4: unpacked wins at 100-200 cubed,
+   packed at 256 cubed, most of all with A transposed). */
+#define DIRECT_WORK (1 << 22)
+/* Below this many multiply-adds (about 100^3) one thread does the whole product: forking
+   costs more than the second core brings. */
+#define PARALLEL_WORK (1 << 20)
+/* Columns of C one pass of the transposed matrix-vector loop keeps in registers. */
+#define GEMV_VECS 8
+/* Rows of A and columns of op(B) per dot-product tile of a thin C (12 accumulators; 4×3
+   beat 3×4 and 6×2 on 500×784·784×10 and tied with them when A streams from memory). */
+#define DOT_ROWS 4
+#define DOT_COLS 3
+/* Blocks of C per thread in a parallel product (fewer when C has fewer tiles). */
+#define CHUNKS_PER_THREAD 3
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
 static inline int thread_index(void)
@@ -45,36 +69,105 @@ static inline int thread_index(void)
 #endif
 }
 
+/* How a product is computed: tiles (packed or direct); for thin C (fewer than NR columns)
+   transposed tiles (A transposed) or dot products (A not); the transposed matrix-vector
+   loop; or row loops (row vectors, A·b, k = 0). */
+typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm_path;
+
 /* op(A)[i][p] */
 #define OPA(i, p) (trans_a ? A[(p) * lda + (i)] : A[(i) * lda + (p)])
 
-/* One step of the micro-kernel for row r: c_r0..c_r1 += a[r] * (b0, b1). */
-#define MICRO_ROW_(S, r)                           \
-    {                                              \
-        const VEC_##S ar = BROADCAST_##S(a + (r)); \
-        c##r##0 = FMADD_##S(ar, b0, c##r##0);      \
-        c##r##1 = FMADD_##S(ar, b1, c##r##1);      \
+/* One step of the kernel for row r: c_r0..c_r1 += a_r[p] * (b0, b1), for the first `rows`
+   rows and `cols` vectors. */
+#define KERNEL_ROW_(S, r)                                                                     \
+    if ((r) < rows) {                                                                         \
+        const VEC_##S ar = BROADCAST_##S(a##r + p * csa);                                     \
+        c##r##0 = FMADD_##S(ar, b0, c##r##0);                                                 \
+        if (cols > 1) c##r##1 = FMADD_##S(ar, b1, c##r##1);                                   \
+    }
+/* The kc steps of the kernel, B rows loaded with LOAD0/LOAD1. */
+#define KERNEL_LOOP_(S, LOAD0, LOAD1)                                                         \
+    for (int64_t p = 0; p < kc; p++, b += ldb) {                                              \
+        const VEC_##S b0 = LOAD0, b1 = cols > 1 ? LOAD1 : b0;                                 \
+        KERNEL_ROW_(S, 0) KERNEL_ROW_(S, 1) KERNEL_ROW_(S, 2)                                 \
+        KERNEL_ROW_(S, 3) KERNEL_ROW_(S, 4) KERNEL_ROW_(S, 5)                                 \
     }
 /* Row r of the finished tile into C, added to what is there unless overwrite. */
-#define MICRO_STORE_(T, S, r)                                                          \
-    {                                                                                  \
-        T *row = c + (r) * ldc;                                                        \
-        if (overwrite) {                                                               \
-            STOREU_##S(row, c##r##0);                                                  \
-            STOREU_##S(row + LANES_##S, c##r##1);                                      \
-        } else {                                                                       \
-            STOREU_##S(row, ADD_##S(LOADU_##S(row), c##r##0));                         \
-            STOREU_##S(row + LANES_##S, ADD_##S(LOADU_##S(row + LANES_##S), c##r##1)); \
-        }                                                                              \
+#define KERNEL_STORE_(T, S, r)                                                                \
+    {                                                                                         \
+        T *row = c + (r) * ldc;                                                               \
+        if (overwrite) {                                                                      \
+            STOREU_##S(row, c##r##0);                                                         \
+            STOREU_##S(row + LANES_##S, c##r##1);                                             \
+        } else {                                                                              \
+            STOREU_##S(row, ADD_##S(LOADU_##S(row), c##r##0));                                \
+            STOREU_##S(row + LANES_##S, ADD_##S(LOADU_##S(row + LANES_##S), c##r##1));        \
+        }                                                                                     \
     }
 /* Row r of the finished tile into the MR×NR buffer `tile`. */
-#define MICRO_SPILL_(S, r)                                    \
-    {                                                         \
-        STOREU_##S(tile + (r) * NR_##S, c##r##0);             \
-        STOREU_##S(tile + (r) * NR_##S + LANES_##S, c##r##1); \
+#define KERNEL_SPILL_(S, r)                                                                   \
+    {                                                                                         \
+        STOREU_##S(tile + (r) * NR_##S, c##r##0);                                             \
+        STOREU_##S(tile + (r) * NR_##S + LANES_##S, c##r##1);                                 \
     }
 
+/* The kernel on tile (ir, jr) of gemm_row_block, A packed or read in place. */
+#define TILE_(S, ROWS)                                                                        \
+    if (nr <= LANES_##S) {                                                                    \
+        TILE_COLS_(S, ROWS, 1)                                                                \
+    } else {                                                                                  \
+        TILE_COLS_(S, ROWS, 2)                                                                \
+    }
+#define TILE_COLS_(S, ROWS, COLS)                                                             \
+    if (g->pack_a)                                                                            \
+        kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, b, NR_##S, c_col + ir * ldc,    \
+                   ldc, mr, nr, false, overwrite, false);                                     \
+    else if (trans_a)                                                                         \
+        kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, b, ldb,                 \
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false);                  \
+    else                                                                                      \
+        kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, b, ldb,               \
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false);
+
 #define BILO_GEMM_AVX2_(T, S)                                                                 \
+    /* C[0..mr)[0..nr) (+)= sum over p < kc of op(A) rows times op(B) rows, where row r of    \
+       op(A) has its p-th entry at a[r*rsa + p*csa] and row p of op(B) starts at b + p*ldb.   \
+       Only the first `rows` (6, 4 or 2, >= mr) rows and `cols` (2, or 1 when nr <= LANES)    \
+       vectors of columns are computed; rows past mr repeat row mr-1 and columns past nr are  \
+       zero (computed, never stored). masked_b: B rows hold only nr valid entries (unpacked   \
+       edge), so the loads are masked. Always inlined so that each call site gets its         \
+       constant row count and strides folded in. */                                           \
+    static inline __attribute__((always_inline)) void kernel_##S(                             \
+        int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b,     \
+        int64_t ldb, T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b,                \
+        bool overwrite, bool c_transposed)                                                    \
+    {                                                                                         \
+        const T *a0 = a, *a1 = a + min64(1, mr - 1) * rsa, *a2 = a + min64(2, mr - 1) * rsa;  \
+        const T *a3 = a + min64(3, mr - 1) * rsa, *a4 = a + min64(4, mr - 1) * rsa;           \
+        const T *a5 = a + min64(5, mr - 1) * rsa;                                             \
+        VEC_##S c00 = ZERO_##S(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;      \
+        VEC_##S c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;             \
+        if (masked_b) {                                                                       \
+            const __m256i m0 = tail_mask_##S(nr), m1 = tail_mask_##S(nr - LANES_##S);         \
+            KERNEL_LOOP_(S, MASKLOAD_##S(b, m0), MASKLOAD_##S(b + LANES_##S, m1))             \
+        } else {                                                                              \
+            KERNEL_LOOP_(S, LOADU_##S(b), LOADU_##S(b + LANES_##S))                           \
+        }                                                                                     \
+        if (!c_transposed && mr == MR && nr == NR_##S) {                                      \
+            KERNEL_STORE_(T, S, 0) KERNEL_STORE_(T, S, 1) KERNEL_STORE_(T, S, 2)              \
+            KERNEL_STORE_(T, S, 3) KERNEL_STORE_(T, S, 4) KERNEL_STORE_(T, S, 5)              \
+            return;                                                                           \
+        }                                                                                     \
+        /* Edge tile (or C transposed): spill to a buffer, copy the valid part. */            \
+        T tile[MR * NR_##S];                                                                  \
+        KERNEL_SPILL_(S, 0) KERNEL_SPILL_(S, 1) KERNEL_SPILL_(S, 2)                           \
+        KERNEL_SPILL_(S, 3) KERNEL_SPILL_(S, 4) KERNEL_SPILL_(S, 5)                           \
+        for (int64_t r = 0; r < mr; r++)                                                      \
+            for (int64_t j = 0; j < nr; j++) {                                                \
+                T *dst = c_transposed ? c + j * ldc + r : c + r * ldc + j;                    \
+                *dst = overwrite ? tile[r * NR_##S + j] : *dst + tile[r * NR_##S + j];        \
+            }                                                                                 \
+    }                                                                                         \
     /* Rows i0..i0+mc, columns p0..p0+kc of op(A) as MR-row panels: panel q holds             \
        op(A)[i0 + q*MR + r][p0 + p] at dst[q*MR*kc + p*MR + r], rows past mc zero. */         \
     static void pack_a_##S(bool trans_a, const T *A, int64_t lda, int64_t i0, int64_t mc,     \
@@ -83,50 +176,186 @@ static inline int thread_index(void)
         for (int64_t ir = 0; ir < mc; ir += MR) {                                             \
             const int64_t mr = min64(MR, mc - ir);                                            \
             T *panel = dst + ir * kc;                                                         \
-            for (int64_t p = 0; p < kc; p++)                                                  \
-                for (int64_t r = 0; r < MR; r++)                                              \
-                    panel[p * MR + r] = r < mr ? OPA(i0 + ir + r, p0 + p) : 0;                \
-        }                                                                                     \
-    }                                                                                         \
-    /* Panel starting at column j0 of op(B), rows p0..p0+kc: op(B)[p0 + p][j0 + j] at         \
-       dst[p*NR + j], columns past nr zero. */                                                \
-    static void pack_b_panel_##S(bool trans_b, const T *B, int64_t ldb, int64_t p0,           \
-                                 int64_t kc, int64_t j0, int64_t nr, T *restrict dst)         \
-    {                                                                                         \
-        if (trans_b) {                                                                        \
-            for (int64_t j = 0; j < NR_##S; j++)                                              \
+            if (mr == MR && trans_a) { /* rows of A hold MR consecutive entries */            \
+                const T *src = A + p0 * lda + i0 + ir;                                        \
+                for (int64_t p = 0; p < kc; p++, src += lda)                                  \
+                    for (int64_t r = 0; r < MR; r++) panel[p * MR + r] = src[r];              \
+            } else if (mr == MR) {                                                            \
+                const T *src = A + (i0 + ir) * lda + p0;                                      \
                 for (int64_t p = 0; p < kc; p++)                                              \
-                    dst[p * NR_##S + j] = j < nr ? B[(j0 + j) * ldb + p0 + p] : 0;            \
-            return;                                                                           \
+                    for (int64_t r = 0; r < MR; r++) panel[p * MR + r] = src[r * lda + p];    \
+            } else {                                                                          \
+                for (int64_t p = 0; p < kc; p++)                                              \
+                    for (int64_t r = 0; r < MR; r++)                                          \
+                        panel[p * MR + r] = r < mr ? OPA(i0 + ir + r, p0 + p) : 0;            \
+            }                                                                                 \
         }                                                                                     \
-        for (int64_t p = 0; p < kc; p++)                                                      \
-            for (int64_t j = 0; j < NR_##S; j++)                                              \
-                dst[p * NR_##S + j] = j < nr ? B[(p0 + p) * ldb + j0 + j] : 0;                \
     }                                                                                         \
-    /* C[0..mr)[0..nr) (+)= packed A panel · packed B panel over kc. */                       \
-    static void micro_kernel_##S(int64_t kc, const T *restrict a, const T *restrict b,        \
-                                 T *c, int64_t ldc, int64_t mr, int64_t nr, bool overwrite)   \
+    /* Columns j0..j0+nc, rows p0..p0+kc of op(B) as NR-wide panels: panel q holds            \
+       op(B)[p0 + p][j0 + q*NR + j] at dst[q*NR*kc + p*NR + j], columns past nc zero. */      \
+    static void pack_b_##S(bool trans_b, const T *B, int64_t ldb, int64_t p0, int64_t kc,     \
+                           int64_t j0, int64_t nc, T *restrict dst)                           \
     {                                                                                         \
-        VEC_##S c00 = ZERO_##S(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;      \
-        VEC_##S c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;             \
-        for (int64_t p = 0; p < kc; p++, a += MR, b += NR_##S) {                              \
-            const VEC_##S b0 = LOAD_##S(b), b1 = LOAD_##S(b + LANES_##S);                     \
-            MICRO_ROW_(S, 0) MICRO_ROW_(S, 1) MICRO_ROW_(S, 2)                                \
-            MICRO_ROW_(S, 3) MICRO_ROW_(S, 4) MICRO_ROW_(S, 5)                                \
+        for (int64_t jr = 0; jr < nc; jr += NR_##S) {                                         \
+            const int64_t nr = min64(NR_##S, nc - jr);                                        \
+            T *panel = dst + jr * kc;                                                         \
+            if (trans_b) {                                                                    \
+                for (int64_t j = 0; j < NR_##S; j++) {                                        \
+                    const T *src = B + (j0 + jr + min64(j, nr - 1)) * ldb + p0;               \
+                    for (int64_t p = 0; p < kc; p++) panel[p * NR_##S + j] = j < nr ? src[p] : 0; \
+                }                                                                             \
+            } else if (nr == NR_##S) {                                                        \
+                const T *src = B + p0 * ldb + j0 + jr;                                        \
+                for (int64_t p = 0; p < kc; p++, src += ldb) {                                \
+                    STOREU_##S(panel + p * NR_##S, LOADU_##S(src));                           \
+                    STOREU_##S(panel + p * NR_##S + LANES_##S, LOADU_##S(src + LANES_##S));   \
+                }                                                                             \
+            } else {                                                                          \
+                const T *src = B + p0 * ldb + j0 + jr;                                        \
+                for (int64_t p = 0; p < kc; p++, src += ldb)                                  \
+                    for (int64_t j = 0; j < NR_##S; j++)                                      \
+                        panel[p * NR_##S + j] = j < nr ? src[j] : 0;                          \
+            }                                                                                 \
         }                                                                                     \
-        if (mr == MR && nr == NR_##S) {                                                       \
-            MICRO_STORE_(T, S, 0) MICRO_STORE_(T, S, 1) MICRO_STORE_(T, S, 2)                 \
-            MICRO_STORE_(T, S, 3) MICRO_STORE_(T, S, 4) MICRO_STORE_(T, S, 5)                 \
-            return;                                                                           \
+    }                                                                                         \
+    /* One product (or a block of one: the pointers and sizes below may describe a part of    \
+       C and the matching rows of op(A) / columns of op(B)) and how it is computed. */        \
+    typedef struct {                                                                          \
+        bool trans_a, trans_b, accumulate;                                                    \
+        gemm_path path;      /* chosen from the whole product's shape, */                     \
+        bool pack_a, pack_b; /* never from a part's */                                        \
+        int64_t m, n, k, lda, ldb, ldc;                                                       \
+        const T *A, *B;                                                                       \
+        T *C;                                                                                 \
+    } gemm_job_##S;                                                                           \
+    /* Rows ic..ic+mc of one KC slice against columns jc..jc+nc of op(B), whose slice is      \
+       either packed (packed_b) or read in place. */                                          \
+    static void gemm_row_block_##S(const gemm_job_##S *g, int64_t ic, int64_t mc, int64_t pc, \
+                                   int64_t kc, int64_t jc, int64_t nc, const T *packed_b,     \
+                                   T *packed_a, bool overwrite)                               \
+    {                                                                                         \
+        const bool trans_a = g->trans_a;                                                      \
+        const int64_t lda = g->lda, ldc = g->ldc;                                             \
+        if (g->pack_a) pack_a_##S(trans_a, g->A, lda, ic, mc, pc, kc, packed_a);              \
+        for (int64_t jr = 0; jr < nc; jr += NR_##S) {                                         \
+            const int64_t nr = min64(NR_##S, nc - jr);                                        \
+            T *c_col = g->C + ic * ldc + jc + jr;                                             \
+            const T *b = g->pack_b ? packed_b + jr * kc : g->B + pc * g->ldb + jc + jr;       \
+            const int64_t ldb = g->pack_b ? NR_##S : g->ldb;                                  \
+            const bool masked = !g->pack_b && nr < NR_##S;                                    \
+            for (int64_t ir = 0; ir < mc; ir += MR) {                                         \
+                const int64_t mr = min64(MR, mc - ir);                                        \
+                /* an edge of 1-4 rows runs a shorter kernel instead of padding to 6 */       \
+                if (mr > 4) {                                                                 \
+                    TILE_(S, 6)                                                               \
+                } else if (mr > 2) {                                                          \
+                    TILE_(S, 4)                                                               \
+                } else {                                                                      \
+                    TILE_(S, 2)                                                               \
+                }                                                                             \
+            }                                                                                 \
         }                                                                                     \
-        /* Edge tile: spill to a buffer, copy the valid part. */                              \
-        T tile[MR * NR_##S];                                                                  \
-        MICRO_SPILL_(S, 0) MICRO_SPILL_(S, 1) MICRO_SPILL_(S, 2)                              \
-        MICRO_SPILL_(S, 3) MICRO_SPILL_(S, 4) MICRO_SPILL_(S, 5)                              \
-        for (int64_t r = 0; r < mr; r++)                                                      \
-            for (int64_t j = 0; j < nr; j++)                                                  \
-                c[r * ldc + j] = overwrite ? tile[r * NR_##S + j]                             \
-                                           : c[r * ldc + j] + tile[r * NR_##S + j];           \
+    }                                                                                         \
+    /* The serial loop nest over the whole job; packed_a holds MC×KC, packed_b KC×NC. */      \
+    static void gemm_tiles_##S(const gemm_job_##S *g, T *packed_a, T *packed_b)               \
+    {                                                                                         \
+        for (int64_t jc = 0; jc < g->n; jc += NC_##S) {                                       \
+            const int64_t nc = min64(NC_##S, g->n - jc);                                      \
+            for (int64_t pc = 0; pc < g->k; pc += KC) {                                       \
+                const int64_t kc = min64(KC, g->k - pc);                                      \
+                if (g->pack_b) pack_b_##S(g->trans_b, g->B, g->ldb, pc, kc, jc, nc, packed_b); \
+                for (int64_t ic = 0; ic < g->m; ic += MC_##S)                                 \
+                    gemm_row_block_##S(g, ic, min64(MC_##S, g->m - ic), pc, kc, jc, nc,       \
+                                       packed_b, packed_a, pc == 0 && !g->accumulate);        \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    /* C (m×n, n < NR, A transposed) as Cᵀ = op(B)ᵀ·A: the rows of A (stored k×m) fill the \
+       vector lanes, op(B)'s entries are broadcast and each tile is stored transposed. */     \
+    static void gemm_thin_t_##S(const gemm_job_##S *g)                                        \
+    {                                                                                         \
+        const int64_t rsb = g->trans_b ? g->ldb : 1, csb = g->trans_b ? 1 : g->ldb;           \
+        const int64_t lda = g->lda, ldc = g->ldc;                                             \
+        for (int64_t pc = 0; pc < g->k; pc += KC) {                                           \
+            const int64_t kc = min64(KC, g->k - pc);                                          \
+            const bool overwrite = pc == 0 && !g->accumulate;                                 \
+            for (int64_t j0 = 0; j0 < g->m; j0 += NR_##S) {                                   \
+                const int64_t nr = min64(NR_##S, g->m - j0);                                  \
+                const T *b = g->A + pc * lda + j0;                                            \
+                for (int64_t r0 = 0; r0 < g->n; r0 += MR) {                                   \
+                    const int64_t mr = min64(MR, g->n - r0);                                  \
+                    const T *a = g->B + r0 * rsb + pc * csb;                                  \
+                    T *c = g->C + j0 * ldc + r0;                                              \
+                    if (mr > 4)                                                               \
+                        kernel_##S(6, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                                   nr < NR_##S, overwrite, true);                             \
+                    else if (mr > 2)                                                          \
+                        kernel_##S(4, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                                   nr < NR_##S, overwrite, true);                             \
+                    else                                                                      \
+                        kernel_##S(2, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                                   nr < NR_##S, overwrite, true);                             \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    /* Rows i0.. (up to 3) of C against columns j0.. (up to 4) of op(B) as dot products over  \
+       k: A's rows and the rows of op(B)ᵀ (bt, stride ldbt) both stream along the lanes, and  \
+       each of the 12 sums is reduced across lanes at the end. */                             \
+    static void dot_tile_##S(int64_t k, const T *a, int64_t lda, int64_t rows,                \
+                             const T *bt, int64_t ldbt, int64_t cols, T *c, int64_t ldc,      \
+                             bool accumulate)                                                 \
+    {                                                                                         \
+        const T *ar[DOT_ROWS], *br[DOT_COLS];                                                 \
+        for (int r = 0; r < DOT_ROWS; r++) ar[r] = a + min64(r, rows - 1) * lda;              \
+        for (int j = 0; j < DOT_COLS; j++) br[j] = bt + min64(j, cols - 1) * ldbt;            \
+        VEC_##S acc[DOT_ROWS][DOT_COLS];                                                      \
+        for (int r = 0; r < DOT_ROWS; r++)                                                    \
+            for (int j = 0; j < DOT_COLS; j++) acc[r][j] = ZERO_##S();                        \
+        int64_t p = 0;                                                                        \
+        for (; p + LANES_##S <= k; p += LANES_##S) {                                          \
+            VEC_##S bv[DOT_COLS];                                                             \
+            for (int j = 0; j < DOT_COLS; j++) bv[j] = LOADU_##S(br[j] + p);                  \
+            for (int r = 0; r < DOT_ROWS; r++) {                                              \
+                const VEC_##S av = LOADU_##S(ar[r] + p);                                      \
+                for (int j = 0; j < DOT_COLS; j++) acc[r][j] = FMADD_##S(av, bv[j], acc[r][j]); \
+            }                                                                                 \
+        }                                                                                     \
+        if (p < k) {                                                                          \
+            const __m256i tail = tail_mask_##S(k - p);                                        \
+            VEC_##S bv[DOT_COLS];                                                             \
+            for (int j = 0; j < DOT_COLS; j++) bv[j] = MASKLOAD_##S(br[j] + p, tail);         \
+            for (int r = 0; r < DOT_ROWS; r++) {                                              \
+                const VEC_##S av = MASKLOAD_##S(ar[r] + p, tail);                             \
+                for (int j = 0; j < DOT_COLS; j++) acc[r][j] = FMADD_##S(av, bv[j], acc[r][j]); \
+            }                                                                                 \
+        }                                                                                     \
+        for (int64_t r = 0; r < rows; r++)                                                    \
+            for (int64_t j = 0; j < cols; j++) {                                              \
+                T lane[LANES_##S], s = 0;                                                     \
+                STOREU_##S(lane, acc[r][j]);                                                  \
+                for (int l = 0; l < LANES_##S; l++) s += lane[l];                             \
+                c[r * ldc + j] = accumulate ? c[r * ldc + j] + s : s;                         \
+            }                                                                                 \
+    }                                                                                         \
+    /* C (m×n, n < NR, A not transposed) as m·n dot products of length k, which fill the      \
+       lanes whatever n is. op(B)'s columns are copied into rows first unless B is stored     \
+       transposed (then they already are rows); bt_buf holds n×k. */                          \
+    static void gemm_dots_##S(const gemm_job_##S *g, T *bt_buf)                               \
+    {                                                                                         \
+        const T *bt = g->B;                                                                   \
+        int64_t ldbt = g->ldb;                                                                \
+        if (!g->trans_b) {                                                                    \
+            for (int64_t p = 0; p < g->k; p++)                                                \
+                for (int64_t j = 0; j < g->n; j++) bt_buf[j * g->k + p] = g->B[p * g->ldb + j]; \
+            bt = bt_buf;                                                                      \
+            ldbt = g->k;                                                                      \
+        }                                                                                     \
+        for (int64_t i0 = 0; i0 < g->m; i0 += DOT_ROWS)                                       \
+            for (int64_t j0 = 0; j0 < g->n; j0 += DOT_COLS)                                   \
+                dot_tile_##S(g->k, g->A + i0 * g->lda, g->lda, min64(DOT_ROWS, g->m - i0),    \
+                             bt + j0 * ldbt, ldbt, min64(DOT_COLS, g->n - j0),                \
+                             g->C + i0 * g->ldc + j0, g->ldc, g->accumulate);                 \
     }                                                                                         \
     /* sum_p x[p*sx] * y[p*sy]: vectorized when both are contiguous. */                       \
     static T dot_##S(const T *x, int64_t sx, const T *y, int64_t sy, int64_t k)               \
@@ -147,17 +376,18 @@ static inline int thread_index(void)
         for (; p < k; p++) s += x[p * sx] * y[p * sy];                                        \
         return s;                                                                             \
     }                                                                                         \
-    /* Unpacked path, one row of C at a time: a sum of k scaled rows of B when B is not       \
+    /* Vector shapes, one row of C at a time: a sum of k scaled rows of B when B is not       \
        transposed and a row holds at least a vector, else n dot products over p. */           \
-    static void gemm_unpacked_##S(bool trans_a, bool trans_b, int64_t m, int64_t n,           \
-                                  int64_t k, const T *A, int64_t lda, const T *B,             \
-                                  int64_t ldb, T *C, int64_t ldc, bool accumulate)            \
+    static void gemm_rows_##S(const gemm_job_##S *g)                                          \
     {                                                                                         \
+        const bool trans_a = g->trans_a, trans_b = g->trans_b;                                \
+        const int64_t lda = g->lda, ldb = g->ldb, n = g->n, k = g->k;                         \
+        const T *A = g->A, *B = g->B;                                                         \
         const bool rows_of_b = !trans_b && n >= LANES_##S;                                    \
-        for (int64_t i = 0; i < m; i++) {                                                     \
-            T *c = C + i * ldc;                                                               \
+        for (int64_t i = 0; i < g->m; i++) {                                                  \
+            T *c = g->C + i * g->ldc;                                                         \
             if (rows_of_b) {                                                                  \
-                if (!accumulate)                                                              \
+                if (!g->accumulate)                                                           \
                     for (int64_t j = 0; j < n; j++) c[j] = 0;                                 \
                 for (int64_t p = 0; p < k; p++) axpy_##S(n, OPA(i, p), B + p * ldb, c);       \
                 continue;                                                                     \
@@ -166,75 +396,128 @@ static inline int thread_index(void)
             for (int64_t j = 0; j < n; j++) {                                                 \
                 const T s = dot_##S(a_row, trans_a ? lda : 1, trans_b ? B + j * ldb : B + j,  \
                                     trans_b ? 1 : ldb, k);                                    \
-                c[j] = accumulate ? c[j] + s : s;                                             \
+                c[j] = g->accumulate ? c[j] + s : s;                                          \
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* Rows ic..ic+mc of C, columns jc..jc+nc, one KC slice: pack op(A), sweep the tiles. */  \
-    static void gemm_row_block_##S(bool trans_a, const T *A, int64_t lda, int64_t ic,         \
-                                   int64_t mc, int64_t pc, int64_t kc, const T *packed_b,     \
-                                   int64_t jc, int64_t nc, T *packed_a, T *C, int64_t ldc,    \
-                                   bool overwrite)                                            \
+    /* C (m×1) = Aᵀ·b with A stored k×m: GEMV_VECS vectors of C stay in registers while the   \
+       rows of A stream past, each scaled by one entry of b. */                               \
+    static void gemv_t_##S(const gemm_job_##S *g)                                             \
     {                                                                                         \
-        pack_a_##S(trans_a, A, lda, ic, mc, pc, kc, packed_a);                                \
-        for (int64_t jr = 0; jr < nc; jr += NR_##S)                                           \
-            for (int64_t ir = 0; ir < mc; ir += MR)                                           \
-                micro_kernel_##S(kc, packed_a + ir * kc, packed_b + jr * kc,                  \
-                                 C + (ic + ir) * ldc + jc + jr, ldc, min64(MR, mc - ir),      \
-                                 min64(NR_##S, nc - jr), overwrite);                          \
-    }                                                                                         \
-    static void gemm_packed_##S(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,  \
-                                const T *A, int64_t lda, const T *B, int64_t ldb, T *C,       \
-                                int64_t ldc, bool accumulate, int threads, int64_t mc,        \
-                                T *packed_a, T *packed_b)                                     \
-    {                                                                                         \
-        const int64_t a_stride = mc * min64(KC, k);                                           \
-        _Pragma("omp parallel num_threads(threads) if (threads > 1)")                         \
-        {                                                                                     \
-            T *my_a = packed_a + thread_index() * a_stride;                                   \
-            for (int64_t jc = 0; jc < n; jc += NC_##S) {                                      \
-                const int64_t nc = min64(NC_##S, n - jc);                                     \
-                for (int64_t pc = 0; pc < k; pc += KC) {                                      \
-                    const int64_t kc = min64(KC, k - pc);                                     \
-                    _Pragma("omp for schedule(static)")                                       \
-                    for (int64_t jr = 0; jr < nc; jr += NR_##S)                               \
-                        pack_b_panel_##S(trans_b, B, ldb, pc, kc, jc + jr,                    \
-                                         min64(NR_##S, nc - jr), packed_b + jr * kc);         \
-                    _Pragma("omp for schedule(static)")                                       \
-                    for (int64_t ic = 0; ic < m; ic += mc)                                    \
-                        gemm_row_block_##S(trans_a, A, lda, ic, min64(mc, m - ic), pc, kc,    \
-                                           packed_b, jc, nc, my_a, C, ldc,                    \
-                                           pc == 0 && !accumulate);                           \
+        const int64_t width = GEMV_VECS * LANES_##S;                                          \
+        const int64_t sb = g->trans_b ? 1 : g->ldb; /* stride of op(B)'s single column */     \
+        for (int64_t i0 = 0; i0 < g->m; i0 += width) {                                        \
+            const int64_t w = min64(width, g->m - i0);                                        \
+            __m256i mask[GEMV_VECS];                                                          \
+            VEC_##S acc[GEMV_VECS];                                                           \
+            for (int v = 0; v < GEMV_VECS; v++) {                                             \
+                mask[v] = tail_mask_##S(w - v * LANES_##S);                                   \
+                acc[v] = ZERO_##S();                                                          \
+            }                                                                                 \
+            const T *row = g->A + i0;                                                         \
+            if (w == width)                                                                   \
+                for (int64_t p = 0; p < g->k; p++, row += g->lda) {                           \
+                    const VEC_##S bp = BROADCAST_##S(g->B + p * sb);                          \
+                    for (int v = 0; v < GEMV_VECS; v++)                                       \
+                        acc[v] = FMADD_##S(bp, LOADU_##S(row + v * LANES_##S), acc[v]);       \
                 }                                                                             \
+            else                                                                              \
+                for (int64_t p = 0; p < g->k; p++, row += g->lda) {                           \
+                    const VEC_##S bp = BROADCAST_##S(g->B + p * sb);                          \
+                    for (int v = 0; v < GEMV_VECS; v++)                                       \
+                        acc[v] = FMADD_##S(bp, MASKLOAD_##S(row + v * LANES_##S, mask[v]),    \
+                                           acc[v]);                                           \
+                }                                                                             \
+            T out[GEMV_VECS * LANES_##S];                                                     \
+            for (int v = 0; v < GEMV_VECS; v++) STOREU_##S(out + v * LANES_##S, acc[v]);      \
+            for (int64_t i = 0; i < w; i++) {                                                 \
+                T *c = g->C + (i0 + i) * g->ldc;                                              \
+                *c = g->accumulate ? *c + out[i] : out[i];                                    \
             }                                                                                 \
         }                                                                                     \
+    }                                                                                         \
+    static void gemm_serial_##S(const gemm_job_##S *g, T *packed_a, T *packed_b)              \
+    {                                                                                         \
+        if (g->m <= 0 || g->n <= 0) return;                                                   \
+        switch (g->path) {                                                                    \
+        case PATH_TILES: gemm_tiles_##S(g, packed_a, packed_b); break;                        \
+        case PATH_THIN_T: gemm_thin_t_##S(g); break;                                          \
+        case PATH_DOTS: gemm_dots_##S(g, packed_b); break;                                    \
+        case PATH_GEMV_T: gemv_t_##S(g); break;                                               \
+        case PATH_ROWS: gemm_rows_##S(g); break;                                              \
+        }                                                                                     \
+    }                                                                                         \
+    /* Block t of `parts` of the job: whole tiles of C, by columns when C is wide             \
+       and by rows when it is tall. */                                                        \
+    static gemm_job_##S gemm_part_##S(const gemm_job_##S *g, int t, int parts)                \
+    {                                                                                         \
+        gemm_job_##S p = *g;                                                                  \
+        if (g->n >= g->m) {                                                                   \
+            const int64_t step = round_up((g->n + parts - 1) / parts, NR_##S);                \
+            const int64_t j0 = min64(g->n, t * step);                                         \
+            p.n = min64(g->n, j0 + step) - j0;                                                \
+            p.B = g->trans_b ? g->B + j0 * g->ldb : g->B + j0;                                \
+            p.C = g->C + j0;                                                                  \
+        } else {                                                                              \
+            const int64_t step = round_up((g->m + parts - 1) / parts, MR);                    \
+            const int64_t i0 = min64(g->m, t * step);                                         \
+            p.m = min64(g->m, i0 + step) - i0;                                                \
+            p.A = g->trans_a ? g->A + i0 : g->A + i0 * g->lda;                                \
+            p.C = g->C + i0 * g->ldc;                                                         \
+        }                                                                                     \
+        return p;                                                                             \
     }                                                                                         \
     static void gemm_##S(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,         \
                          const T *A, int64_t lda, const T *B, int64_t ldb, T *C,              \
                          int64_t ldc, bool accumulate, int threads)                           \
     {                                                                                         \
         if (m <= 0 || n <= 0) return;                                                         \
-        if (threads < 1) threads = 1;                                                         \
-        if (m * n * k <= SMALL_WORK || m == 1 || (n == 1 && !trans_a)) {                      \
-            gemm_unpacked_##S(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc, accumulate); \
+        const int64_t work = m * n * k;                                                       \
+        const bool thin = n < NR_##S && m >= NR_##S && k >= 2 * LANES_##S;                    \
+        const gemm_path path = k == 0 || m == 1 || (n == 1 && !trans_a) ? PATH_ROWS           \
+                               : n == 1                                 ? PATH_GEMV_T         \
+                               : thin && trans_a                        ? PATH_THIN_T         \
+                               : thin                                   ? PATH_DOTS           \
+                                                                        : PATH_TILES;         \
+        const bool direct = work <= DIRECT_WORK || n <= NR_##S || m <= MR;                    \
+        const bool tiles = path == PATH_TILES;                                                \
+        gemm_job_##S g = {.trans_a = trans_a, .trans_b = trans_b, .accumulate = accumulate,   \
+                          .path = path, .pack_a = tiles && !direct,                           \
+                          .pack_b = tiles && (!direct || trans_b),                            \
+                          .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,         \
+                          .A = A, .B = B, .C = C};                                            \
+        const int64_t split = n >= m ? (n + NR_##S - 1) / NR_##S : (m + MR - 1) / MR;         \
+        const int threads_used =                                                              \
+            work < PARALLEL_WORK ? 1 : (int)min64(max64(threads, 1), split);                  \
+        const int64_t kc = min64(KC, max64(k, 1));                                            \
+        const size_t a_elems = g.pack_a ? (size_t)(MC_##S * kc) : 0;                          \
+        const size_t b_elems = g.pack_b ? (size_t)(kc * round_up(min64(NC_##S, n), NR_##S))  \
+                               : path == PATH_DOTS && !trans_b ? (size_t)(n * k) : 0;         \
+        const size_t bytes = (size_t)threads_used * (a_elems + b_elems) * sizeof(T);          \
+        T *buffers = bytes ? bilo__alloc(bytes) : NULL;                                       \
+        if (bytes && !buffers) { /* out of memory: the row loops need no buffers */           \
+            g.pack_a = g.pack_b = false;                                                      \
+            g.path = PATH_ROWS;                                                               \
+            gemm_rows_##S(&g);                                                                \
             return;                                                                           \
         }                                                                                     \
-        /* Row blocks of at most MC rows, their count a multiple of the thread count so the   \
-           static schedule gives every thread the same share. */                              \
-        const int64_t blocks = round_up((m + MC_##S - 1) / MC_##S, threads);                  \
-        const int64_t mc = round_up((m + blocks - 1) / blocks, MR);                           \
-        if (threads > (m + mc - 1) / mc) threads = (int)((m + mc - 1) / mc);                  \
-        const int64_t kc = min64(KC, k);                                                      \
-        const size_t a_bytes = (size_t)(threads * mc * kc) * sizeof(T);                       \
-        const size_t b_bytes = (size_t)(kc * round_up(min64(NC_##S, n), NR_##S)) * sizeof(T); \
-        T *packed_a = bilo__alloc(a_bytes), *packed_b = bilo__alloc(b_bytes);                 \
-        if (packed_a && packed_b)                                                             \
-            gemm_packed_##S(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc, accumulate,    \
-                            threads, mc, packed_a, packed_b);                                 \
-        else /* out of memory: the unpacked path needs no buffers */                          \
-            gemm_unpacked_##S(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc, accumulate); \
-        if (packed_a) bilo__free(packed_a, a_bytes);                                          \
-        if (packed_b) bilo__free(packed_b, b_bytes);                                          \
+        if (threads_used == 1) {                                                              \
+            gemm_serial_##S(&g, buffers, buffers + a_elems);                                  \
+        } else {                                                                              \
+            /* More blocks than threads, handed out dynamically: a thread the OS preempts     \
+               does not hold the others back. */                                              \
+            const int blocks = (int)min64(split, CHUNKS_PER_THREAD * threads_used);           \
+            _Pragma("omp parallel num_threads(threads_used)")                                 \
+            {                                                                                 \
+                T *mine = buffers ? buffers + (size_t)thread_index() * (a_elems + b_elems) : NULL; \
+                _Pragma("omp for schedule(dynamic, 1)")                                       \
+                for (int t = 0; t < blocks; t++) {                                            \
+                    const gemm_job_##S part = gemm_part_##S(&g, t, blocks);                   \
+                    gemm_serial_##S(&part, mine, mine ? mine + a_elems : NULL);               \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        if (buffers) bilo__free(buffers, bytes);                                              \
     }
 BILO_GEMM_AVX2_(float, f32)
 BILO_GEMM_AVX2_(double, f64)
