@@ -122,4 +122,9 @@ typedef struct {
     bilo_estimator *(*make)(const bilo_problem *p, const void *opts);
 } bilo__method;
 
+/* first_order.c: BOME and F2SA by name */
+extern const bilo__option bilo__bome_options[], bilo__f2sa_options[];
+bilo_estimator *bilo__bome_make(const bilo_problem *p, const void *opts);
+bilo_estimator *bilo__f2sa_make(const bilo_problem *p, const void *opts);
+
 #endif

@@ -118,25 +118,44 @@ typedef enum {
     BILO_BOME_PHI_VALUE,     /* φ = η·q (the authors' HPO code) */
 } bilo_bome_phi;
 
-/* BOME (Ye et al. 2022): T steps from y give ŷ; q = g(x, y) − g(x, ŷ); one joint step on
-   (x, y) along ∇f + λ∇q with λ = max(φ − ⟨∇f, ∇q⟩, 0)/‖∇q‖². First-order only. */
+/* BOME (Ye et al. 2022): T steps of the inner optimizer (fresh state each outer step) from y
+   give ŷ; q = g(x, y) − g(x, ŷ) with ŷ held fixed; d = ∇f + λ∇q over (x, y) with
+   λ = max(φ − ⟨∇f, ∇q⟩, 0)/(‖∇q‖² + eps), λ = 0 when that denominator is 0. An outer step
+   moves y by −y_lr·d_y itself (heavy ball when y_momentum > 0) and hands d_x to the outer
+   optimizer. First-order only; a step costs T + 2 gradients of g and one of f, no HVP
+   (T + 3, the notes' table). With minibatches every g evaluation draws the next batch.
+   inner.T is 10 when 0; inner.reset is not supported (ŷ always starts from the current y).
+   bilo_estimator_hypergradient(x, y) returns d_x at (x, y). */
 typedef struct {
-    bilo_inner_opts inner; /* the T steps that give ŷ (inner.optim.lr is ŷ's step size) */
-    bilo_bome_phi phi;
+    bilo_inner_opts inner; /* the T steps that give ŷ (inner.optim: ŷ's optimizer, any kind) */
+    bilo_bome_phi phi;     /* grad_norm (default) or value */
     double eta;            /* η, 0.5 when 0 */
     double y_lr;           /* step size of y in the joint step, 0.01 when 0 */
-    double y_momentum;     /* heavy-ball momentum of that step, 0 by default */
+    double y_momentum;     /* heavy-ball momentum of that step in [0, 1), 0 by default */
+    double eps;            /* added to ‖∇q‖² as in the authors' code (1e-8 HPO, 1e-4 toys);
+                              0 (default, as the benchmark): the λ identity holds exactly */
 } bilo_bome_opts;
 
-/* F2SA (Kwon et al. 2023): y on f + λg and z on g by T first-order steps each, outer direction
-   ∇_x f(x, y) + λ(∇_x g(x, y) − ∇_x g(x, z)), λ growing by δ_t. First-order only. */
+/* F2SA (Kwon et al. 2023): y on f + λg and z on g by T plain gradient steps each,
+     y ← y − γ_y(λ∇_y g(x, y) + ∇_y f(x, y)),  z ← z − γ_z ∇_y g(x, z),
+   outer direction ∇_x f(x, y) + λ(∇_x g(x, y) − ∇_x g(x, z)), then λ += δ_t. y is the
+   problem's y (within O(1/λ) of y*); z (from the initial y) and λ are the estimator's state.
+   A step costs 2T + 2 gradients of g and T + 1 of f (3T + 3), no HVP. inner.T is 10 when 0;
+   inner.optim must be plain SGD (lr: γ's base, 1e-3 when 0); inner.reset is not supported;
+   inner.tol stops the T steps once both step directions have norm ≤ tol.
+   bilo_estimator_hypergradient(x, y) runs the T steps with y and z both starting from the
+   given y, at the current λ and step sizes, and changes nothing. First-order only. */
 typedef struct {
-    bilo_inner_opts inner; /* T steps of y and z per outer step; inner.optim.lr is γ's base */
+    bilo_inner_opts inner;
     double lambda0;        /* initial multiplier λ, 1 when 0 */
-    double delta;          /* δ_t = delta/(t+1)^{1/7}, 0.1 when 0 */
+    double delta;          /* δ_t = delta/(t+1)^{1/7} (t: 0-based outer step), 0.1 when 0 */
     bool fixed_lambda;     /* keep λ = lambda0 (for bias studies) */
-    bool decay;            /* the published step decay (t+1)^{-5/7} (y), ^{-4/7} (z, x) */
-    double outer_lr;       /* see the conventions above: α_t = outer_lr/(t+1)^{4/7} */
+    bool decay;            /* the published decay γ_y = lr/(t+1)^{5/7}, γ_z = lr/(t+1)^{4/7};
+                              false (default): constant γ_y = γ_z = lr */
+    double outer_lr;       /* see the conventions above: α_t = outer_lr/(t+1)^{4/7} with
+                              decay, else outer_lr */
+    bool y_lr_over_lambda; /* γ_y divided by λ, so y's steps on f + λg (curvature ∝ λ) stay
+                              stable while λ grows; false (default): the benchmark's γ_y */
 } bilo_f2sa_opts;
 
 /* SOBA (Dagréou et al. 2022) and FSLA (Li, Gu, Huang 2022): one loop moving y, the linear-

@@ -331,6 +331,12 @@ static const bilo__method methods[] = {
     {"aid-cg", "", aid_options, sizeof(bilo_aid_opts), make_cg},
     {"aid-ns", "", aid_options, sizeof(bilo_aid_opts), make_ns},
     {"aid-fp", "", aid_options, sizeof(bilo_aid_opts), make_fp},
+    {"bome", "T=10,lr=0.1,y_lr=0.1,eta=0.5,phi=grad_norm", bilo__bome_options,
+     sizeof(bilo_bome_opts), bilo__bome_make},
+    {"bome-hpo", "T=10,lr=0.01,momentum=0.9,y_lr=0.01,y_momentum=0.9,eta=0.1,phi=value,eps=1e-8",
+     bilo__bome_options, sizeof(bilo_bome_opts), bilo__bome_make},
+    {"f2sa", "T=10,lr=0.01,lambda0=1,delta=0.1,decay=1", bilo__f2sa_options,
+     sizeof(bilo_f2sa_opts), bilo__f2sa_make},
 };
 enum { N_METHODS = sizeof methods / sizeof *methods };
 
