@@ -202,8 +202,11 @@ static bilo_tensor *record_node(bilo_op_id op, bilo_tensor *out, bilo_tensor *co
     return out;
 }
 
+/* Stores only once, so threads that build graphs at the same time never write while others
+   read the hooks. */
 static void install_hooks(void)
 {
+    if (__atomic_load_n(&bilo__record_hook, __ATOMIC_ACQUIRE)) return;
     __atomic_store_n(&bilo__node_release_hook, node_release, __ATOMIC_RELEASE);
     __atomic_store_n(&bilo__record_hook, record_node, __ATOMIC_RELEASE);
 }

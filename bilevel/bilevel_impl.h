@@ -42,6 +42,17 @@ struct bilo_estimator {
    an error naming the callback and the step. */
 bilo_tensor *bilo__loss(bilo_estimator *e, bool upper, bilo_tensor *const *x,
                         bilo_tensor *const *y);
+/* The same on an explicit batch (NULL: full batch). Touches no estimator state, so several
+   threads may call it at once. */
+bilo_tensor *bilo__loss_on(bilo_estimator *e, bool upper, bilo_tensor *const *x,
+                           bilo_tensor *const *y, const bilo_batch *batch);
+/* Draws the level's next minibatch into *batch (tensors owned by the open scope); *use is
+   batch, or NULL when the level has no data source. Returns 0 or a negative code. */
+int bilo__next_batch(bilo_estimator *e, bool upper, bilo_batch *batch, const bilo_batch **use);
+/* gy = ∇_y g at (x, y) on the given batch, from aliases of y (no graph kept by the result),
+   checked for NaN/Inf; counts nothing and touches no estimator state (thread-safe). */
+int bilo__lower_grad_on(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
+                        const bilo_batch *batch, bilo_tensor **gy);
 /* Restores the initial y and a fresh inner optimizer state. */
 int bilo__inner_reset(bilo_estimator *e);
 /* T inner steps in place on the problem's y (reset first when asked). */
@@ -126,5 +137,6 @@ typedef struct {
 extern const bilo__option bilo__bome_options[], bilo__f2sa_options[];
 bilo_estimator *bilo__bome_make(const bilo_problem *p, const void *opts);
 bilo_estimator *bilo__f2sa_make(const bilo_problem *p, const void *opts);
+extern const bilo__option bilo__es_options[]; /* es_methods.c: esj, esj-s, pzobo, pzobo-s */
 
 #endif

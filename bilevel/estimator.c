@@ -312,6 +312,7 @@ static bilo_estimator *make_fp(const bilo_problem *p, const void *o)
 {
     return bilo_aid_fp_new(p, o);
 }
+static bilo_estimator *make_esj(const bilo_problem *p, const void *o) { return bilo_esj_new(p, o); }
 
 static const bilo__option exact_options[] = {BILO__INNER_OPTIONS(bilo_exact_opts), {NULL}};
 static const bilo__option itd_options[] = {
@@ -337,6 +338,17 @@ static const bilo__method methods[] = {
      bilo__bome_options, sizeof(bilo_bome_opts), bilo__bome_make},
     {"f2sa", "T=10,lr=0.01,lambda0=1,delta=0.1,decay=1", bilo__f2sa_options,
      sizeof(bilo_f2sa_opts), bilo__f2sa_make},
+    /* ESJ/PZOBO presets from the authors' scripts (research notes §A1): HyperRepresentation
+       notebook (GD from a fixed p0), bilevel_training_mnist.py (Adam re-created every outer
+       step, warm start), meta_learning.py (SGD momentum, w0 = the previous step's y_T). */
+    {"esj", "T=20,mu=0.01,Q=1,directions=sphere,optim=sgd,lr=0.001,reset=1", bilo__es_options,
+     sizeof(bilo_es_opts), make_esj},
+    {"esj-s", "T=10,mu=0.01,Q=1,directions=sphere,optim=adam,lr=0.001", bilo__es_options,
+     sizeof(bilo_es_opts), make_esj},
+    {"pzobo", "T=30,mu=0.1,Q=1,directions=sphere,optim=sgd,lr=0.01,momentum=0.9",
+     bilo__es_options, sizeof(bilo_es_opts), make_esj},
+    {"pzobo-s", "T=10,mu=0.01,Q=1,directions=sphere,optim=adam,lr=0.001", bilo__es_options,
+     sizeof(bilo_es_opts), make_esj},
 };
 enum { N_METHODS = sizeof methods / sizeof *methods };
 

@@ -16,15 +16,19 @@ static int next_batch(bilo_batcher *b, bilo_batch *batch)
 
 static int64_t step_number(const bilo_estimator *e) { return e->total.steps + 1; }
 
-bilo_tensor *bilo__loss(bilo_estimator *e, bool upper, bilo_tensor *const *x,
-                        bilo_tensor *const *y)
+int bilo__next_batch(bilo_estimator *e, bool upper, bilo_batch *batch, const bilo_batch **use)
+{
+    bilo_batcher *data = upper ? e->prob.upper_data : e->prob.lower_data;
+    *batch = (bilo_batch){0};
+    *use = data ? batch : NULL;
+    return data && next_batch(data, batch) < 0 ? bilo_errcode() : 0;
+}
+
+bilo_tensor *bilo__loss_on(bilo_estimator *e, bool upper, bilo_tensor *const *x,
+                           bilo_tensor *const *y, const bilo_batch *batch)
 {
     const char *which = upper ? "upper loss f" : "lower loss g";
-    bilo_batcher *data = upper ? e->prob.upper_data : e->prob.lower_data;
-    bilo_batch batch = {0};
-    if (data && next_batch(data, &batch) < 0) return NULL;
-    bilo_tensor *loss = (upper ? e->prob.upper : e->prob.lower)(x, y, data ? &batch : NULL,
-                                                                e->prob.user);
+    bilo_tensor *loss = (upper ? e->prob.upper : e->prob.lower)(x, y, batch, e->prob.user);
     if (!loss) {
         char prev[256];
         snprintf(prev, sizeof prev, "%s", bilo_last_error());
@@ -45,6 +49,15 @@ bilo_tensor *bilo__loss(bilo_estimator *e, bool upper, bilo_tensor *const *x,
                           e->name, which, v, (long long)step_number(e));
     }
     return loss;
+}
+
+bilo_tensor *bilo__loss(bilo_estimator *e, bool upper, bilo_tensor *const *x,
+                        bilo_tensor *const *y)
+{
+    bilo_batch batch;
+    const bilo_batch *use;
+    if (bilo__next_batch(e, upper, &batch, &use) < 0) return NULL;
+    return bilo__loss_on(e, upper, x, y, use);
 }
 
 int bilo__check_finite(bilo_estimator *e, const char *what, bilo_tensor *const *ts, int n)
@@ -153,20 +166,32 @@ int bilo__inner_reset(bilo_estimator *e)
     return e->inner_opt ? 0 : bilo_errcode();
 }
 
+int bilo__lower_grad_on(bilo_estimator *e, bilo_tensor *const *x, bilo_tensor *const *y,
+                        const bilo_batch *batch, bilo_tensor **gy)
+{
+    int ny = e->prob.n_y, rc;
+    bilo_tensor *ys[ny];
+    if ((rc = bilo__grad_aliases(y, ny, ys)) < 0) return rc;
+    bilo_tensor *g = bilo__loss_on(e, false, x, ys, batch);
+    if (!g) return bilo_errcode();
+    if ((rc = bilo__grads_or_zeros(g, ys, ny, gy, 0)) < 0) return rc;
+    return bilo__check_finite(e, "inner gradient of g", gy, ny);
+}
+
 /* One step of the in-place inner optimizer; *small is set when ‖∇_y g‖ ≤ tol. */
 static int inner_iteration(bilo_estimator *e, bool *small)
 {
     int ny = e->prob.n_y, rc;
-    bilo_tensor *xs[e->prob.n_x], *ys[ny], *gr[ny];
+    bilo_tensor *xs[e->prob.n_x], *gr[ny];
+    bilo_batch batch;
+    const bilo_batch *use;
     for (int i = 0; i < e->prob.n_x; i++)
         if (!(xs[i] = bilo_detach(e->x[i]))) return bilo_errcode();
-    if ((rc = bilo__grad_aliases(e->y, ny, ys)) < 0) return rc;
-    bilo_tensor *g = bilo__loss(e, false, xs, ys);
-    if (!g) return bilo_errcode();
-    if ((rc = bilo__grads_or_zeros(g, ys, ny, gr, 0)) < 0) return rc;
+    if ((rc = bilo__next_batch(e, false, &batch, &use)) < 0 ||
+        (rc = bilo__lower_grad_on(e, xs, e->y, use, gr)) < 0)
+        return rc;
     e->last.g_grads++;
     e->last.inner_iters++;
-    if ((rc = bilo__check_finite(e, "inner gradient of g", gr, ny)) < 0) return rc;
     *small = e->inner.tol > 0 && sqrt(bilo__list_dot(gr, gr, ny)) <= e->inner.tol;
     if (*small) return 0;
     return bilo_optim_step(e->inner_opt, gr);

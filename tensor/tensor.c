@@ -136,7 +136,7 @@ BILO_API bilo_tensor *bilo_retain(bilo_tensor *t)
 BILO_API void bilo_release(bilo_tensor *t)
 {
     if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
-    if (t->node) bilo__node_release_hook(t->node);
+    if (t->node) __atomic_load_n(&bilo__node_release_hook, __ATOMIC_ACQUIRE)(t->node);
     bilo_release(t->grad);
     storage_release(t->storage);
     bilo__free(t, sizeof *t);

@@ -123,8 +123,10 @@ extern bilo_node_release_fn bilo__node_release_hook;
 static inline bilo_tensor *bilo__record(bilo_op_id op, bilo_tensor *out, bilo_tensor *const *in,
                                         int n_in, const bilo_op_attrs *attrs)
 {
-    if (!out || !bilo__record_hook || bilo__no_grad_depth > 0) return out;
-    return bilo__record_hook(op, out, in, n_in, attrs);
+    if (!out || bilo__no_grad_depth > 0) return out;
+    /* Atomic: another thread may be installing the hook while this one runs ops. */
+    bilo_record_fn hook = __atomic_load_n(&bilo__record_hook, __ATOMIC_ACQUIRE);
+    return hook ? hook(op, out, in, n_in, attrs) : out;
 }
 
 #endif
