@@ -74,22 +74,36 @@ static int resolve_methods(cmp_session *s, const bilo_task *t)
     return 0;
 }
 
+/* A method that cannot be built: the user's mistake when it builds without the user's options
+   (exit 2 before any work), else the task's settings do not suit it (its row will say FAILED). */
+static int blame_options(const cmp_session *s, bilo_task *t, const char *method)
+{
+    char message[512], options[CMP_OPTS_LEN];
+    snprintf(message, sizeof message, "%s", bilo_last_error());
+    cmp_method_options(s, t, method, false, options, sizeof options);
+    bilo_estimator *e = bilo_estimator_new(method, bilo_task_problem(t), options);
+    bilo_estimator_free(e);
+    if (e) {
+        cmp_usage_error("%s", message);
+        return -1;
+    }
+    fprintf(stderr, "bilo-compare: %s cannot run with the task's settings: %s\n", method, message);
+    return 0;
+}
+
 /* Every method is built once up front, so that a bad option stops the run before any work. */
 static int check_method_options(const cmp_session *s, bilo_task *t)
 {
     for (int m = 0; m < s->n_methods; m++) {
         char options[CMP_OPTS_LEN];
-        if (cmp_method_options(s, t, s->methods[m], options, sizeof options) < 0) {
+        if (cmp_method_options(s, t, s->methods[m], true, options, sizeof options) < 0) {
             cmp_usage_error("options of %s longer than %d characters", s->methods[m],
                             CMP_OPTS_LEN - 1);
             return -1;
         }
         bilo_estimator *e = bilo_estimator_new(s->methods[m], bilo_task_problem(t), options);
-        if (!e) {
-            cmp_usage_error("%s", bilo_last_error());
-            return -1;
-        }
         bilo_estimator_free(e);
+        if (!e && blame_options(s, t, s->methods[m]) < 0) return -1;
     }
     return 0;
 }

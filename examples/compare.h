@@ -84,8 +84,8 @@ void cmp_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 
 /* compare_run.c */
 void cmp_file_base(const cmp_session *s, int method, int seed_index, char *base, size_t size);
-int cmp_method_options(const cmp_session *s, bilo_task *t, const char *method, char *out,
-                       size_t size);
+int cmp_method_options(const cmp_session *s, bilo_task *t, const char *method, bool user,
+                       char *out, size_t size);
 void cmp_run_method(cmp_session *s, bilo_task *t, int method, int seed_index);
 int cmp_write_atomic(const char *path, const char *text);
 

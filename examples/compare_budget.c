@@ -116,7 +116,7 @@ static void sweep_method(cmp_session *s, const point *pt, int m, int si, FILE *c
 {
     const char *method = s->methods[m];
     char options[CMP_OPTS_LEN], budgeted[CMP_OPTS_LEN + 16];
-    cmp_method_options(s, pt->task, method, options, sizeof options);
+    cmp_method_options(s, pt->task, method, true, options, sizeof options);
     s->results[m][si].hg_error = error_with(pt, method, options);
     const char *key = budget_key(pt->task, method, options);
     fprintf(stderr, "[budget] %s: relative hypergradient error over %s in 1..100\n", method,

@@ -31,17 +31,17 @@ static int append(char *out, size_t size, const char *item)
     return n < 0 || (size_t)n >= size - len ? -1 : 0;
 }
 
-/* The task's options for the method, then T from --inner-steps, then the user's own. */
-int cmp_method_options(const cmp_session *s, bilo_task *t, const char *method, char *out,
-                       size_t size)
+/* The task's options for the method, then (with user) T from --inner-steps and the user's own. */
+int cmp_method_options(const cmp_session *s, bilo_task *t, const char *method, bool user,
+                       char *out, size_t size)
 {
     const cmp_config *c = s->cfg;
     *out = '\0';
     int rc = append(out, size, bilo_task_method_options(t, method));
     char T[32] = "";
-    if (c->inner_steps > 0) snprintf(T, sizeof T, "T=%d", c->inner_steps);
+    if (c->inner_steps > 0 && user) snprintf(T, sizeof T, "T=%d", c->inner_steps);
     if (rc == 0) rc = append(out, size, T);
-    for (int i = 0; i < c->n_method_opts && rc == 0; i++)
+    for (int i = 0; i < c->n_method_opts && rc == 0 && user; i++)
         if (!strcmp(c->method_opts[i].method, method))
             rc = append(out, size, c->method_opts[i].key_value);
     return rc;
@@ -205,7 +205,7 @@ static void name_files(const cmp_session *s, bilo_task *t, int m, int si, run_fi
     snprintf(f->keyfile, sizeof f->keyfile, "%s.key", f->base);
     snprintf(f->done, sizeof f->done, "%s.done", f->base);
     f->label = strrchr(f->base, '/') + 1;
-    cmp_method_options(s, t, s->methods[m], f->options, sizeof f->options);
+    cmp_method_options(s, t, s->methods[m], true, f->options, sizeof f->options);
     snprintf(f->run_key, sizeof f->run_key, "task=%s;task_options=%s;seed=%llu;method=%s;"
              "options=%s", c->task, c->task_options,
              (unsigned long long)(c->seed + (uint64_t)si), s->methods[m], f->options);

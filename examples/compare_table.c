@@ -143,12 +143,14 @@ static void print_grid(const grid *g)
 
 static void print_failures(const cmp_session *s)
 {
+    bool first = true;
     for (int m = 0; m < s->n_methods; m++)
         for (int i = 0; i < s->cfg->seeds; i++) {
             const cmp_result *r = &s->results[m][i];
-            if (*r->error)
-                printf("%s (seed %llu): %s\n", s->methods[m],
-                       (unsigned long long)(s->cfg->seed + (uint64_t)i), r->error);
+            if (!*r->error) continue;
+            printf("%s%s (seed %llu): %s\n", first ? "\n" : "", s->methods[m],
+                   (unsigned long long)(s->cfg->seed + (uint64_t)i), r->error);
+            first = false;
         }
 }
 

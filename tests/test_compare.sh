@@ -25,8 +25,10 @@ if [ ! -x "$exe" ]; then
     exit 0
 fi
 
-has_task() { # has_task PROBLEM [--data X]
-    ! "$exe" "$@" --help | grep -q "(not in this build)"
+has_task() { # has_task TASK PROBLEM ARGS...
+    task=$1
+    shift
+    ! "$exe" "$@" --help | grep -q "^task $task: (not in this build)"
 }
 
 # The methods of the table: lines after the dashed rule up to the first blank line.
@@ -70,30 +72,37 @@ check_budget() { # check_budget NAME: budget.csv holds 5 budgets per method of t
     ok $? "$1: budget.csv has 5 finite relative errors per method ($want rows)"
 }
 
-fmnist=0
-[ -d "$datasets/fashion-mnist" ] && fmnist=1
+# A tiny LIBSVM file (3 classes, 4 sparse features) for l2reg's data=PATH.
+awk 'BEGIN { for (i = 0; i < 90; i++) { c = i % 3; printf "%d 1:%.3f %d:%.3f 4:%.3f\n", c,
+    c + (i % 7) / 10, 2 + c % 2, (i % 5) / 4 - c, (i % 11) / 10 } }' >"$dir/tiny.svm"
+
+# name, task, whether it reads Fashion-MNIST, the arguments; small sizes keep each to seconds.
+small_fmnist="--task-opt n_train=1000 --task-opt n_val=500"
+problems="quadratic|quadratic|0|quadratic --task-opt dx=4 --task-opt dy=4
+coreset|coreset|0|coreset
+hyperrep|hyperrep|0|hyperrep
+meta-sinusoid|meta-sinusoid|0|meta --data sinusoid
+l2reg-libsvm|l2reg|0|l2reg --task-opt data=$dir/tiny.svm --inner-steps 3
+hyperclean|hyperclean|1|hyperclean $small_fmnist --task-opt n_eval=500 --inner-steps 2
+l2reg|l2reg|1|l2reg $small_fmnist --inner-steps 2
+meta-fmnist|meta-fmnist|1|meta --data fmnist --task-opt test_episodes=20 --task-opt meta_batch=2 \
+--inner-steps 2"
 first=""
-for spec in quadratic coreset hyperrep "meta --data sinusoid" hyperclean l2reg \
-    "meta --data fmnist"; do
+while IFS='|' read -r name task fmnist args; do
     # shellcheck disable=SC2086
-    set -- $spec
-    name=$(echo "$spec" | sed 's/ --data /-/')
-    if ! has_task "$@"; then
+    set -- $args
+    if ! has_task "$task" "$@"; then
         skip "$name" "task not in this build"
-        continue
+    elif [ "$fmnist" = 1 ] && [ ! -d "$datasets/fashion-mnist" ]; then
+        skip "$name" "$datasets/fashion-mnist is absent"
+    else
+        run_problem "$name" "$@"
+        [ -f "$dir/$name/budget.csv" ] && check_budget "$name"
+        case $name in quadratic | coreset | hyperrep) first=${first:-$name} ;; esac
     fi
-    case $name in
-    hyperclean | l2reg | meta-fmnist)
-        if [ $fmnist -eq 0 ]; then
-            skip "$name" "$datasets/fashion-mnist is absent"
-            continue
-        fi
-        ;;
-    esac
-    run_problem "$name" "$@"
-    [ -f "$dir/$name/budget.csv" ] && check_budget "$name"
-    case $name in quadratic | coreset | hyperrep) first=${first:-$1} ;; esac
-done
+done <<EOF
+$problems
+EOF
 
 # A wrong option: exit 2, one line on stderr, nothing on stdout.
 "$exe" quadratic --outer-steps many >"$dir/bad.stdout" 2>"$dir/bad.stderr"
