@@ -248,7 +248,8 @@ static int add_method_opt(cmp_config *c, const char *method, const char *key, co
         cmp_usage_error("--%s.%s: unknown method '%s' (see --help)", method, key, method);
         return -1;
     }
-    if (!*key || !*value || strchr(value, ',') || strchr(key, '=') || c->n_method_opts == CMP_MAX_OPTS) {
+    if (!*key || !*value || strchr(value, ',') || strchr(key, '=') ||
+        c->n_method_opts == CMP_MAX_OPTS) {
         cmp_usage_error("--%s.%s needs a key and one value without commas", method, key);
         return -1;
     }
@@ -292,8 +293,11 @@ static int config_line(cmp_config *c, const char *section, char *line, const cha
         cmp_usage_error("%s: unknown [run] key '%s'", where, key);
         return -1;
     }
-    if (!o->arg && strcmp(value, "1") && strcmp(value, "true")) return 0;
-    return o->set(c, where, value);
+    if (o->arg) return o->set(c, where, value);
+    if (!strcmp(value, "1") || !strcmp(value, "true")) return o->set(c, where, value);
+    if (!strcmp(value, "0") || !strcmp(value, "false")) return 0;
+    cmp_usage_error("%s: %s takes 0, 1, true or false, not '%s'", where, key, value);
+    return -1;
 }
 
 static int read_config(cmp_config *c, FILE *f, const char *path)
@@ -355,8 +359,9 @@ static void print_help(const problem *only)
     for (int i = 0; bilo_estimator_method_name(i); i++)
         printf(" %s", bilo_estimator_method_name(i));
     printf("\n");
-    const char *const tasks[] = {only ? only->task : NULL, only && !only->task ? "meta-sinusoid" : NULL,
-                                 only && !only->task ? "meta-fmnist" : NULL};
+    bool meta = only && !only->task;
+    const char *const tasks[] = {only ? only->task : NULL, meta ? "meta-sinusoid" : NULL,
+                                 meta ? "meta-fmnist" : NULL};
     for (int i = 0; i < 3; i++) {
         const char *help = tasks[i] ? bilo_task_help(tasks[i]) : NULL;
         if (tasks[i]) printf("\ntask %s: %s\n", tasks[i], help ? help : "(not in this build)");

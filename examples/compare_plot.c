@@ -2,7 +2,8 @@
    against the outer step and against the estimator's own wall time (total_seconds: it survives
    resumes and leaves out metric evaluation), one line per method (the first seed's log), the
    path of (y1, y2) where the task reports one (the coreset toy), and the hypergradient error
-   against the budget where an exact reference exists; each figure as SVG and PNG. gnuplot runs by fork + exec inside OUT, so no path goes through a shell. */
+   against the budget where an exact reference exists; each figure as SVG and PNG.
+   gnuplot runs by fork + exec inside OUT, so no path goes through a shell. */
 #include "compare.h"
 
 #include <errno.h>
@@ -75,12 +76,14 @@ static void begin_figure(FILE *gp, const char *name, const char *title, const ch
                          const char *ylabel)
 {
     fprintf(gp, "\nset title '%s'\nset xlabel '%s'\nset ylabel '%s'\n", title, xlabel, ylabel);
-    fprintf(gp, "set terminal svg size 900,600 dynamic noenhanced\nset output '%s.svg'\nplot ", name);
+    fprintf(gp, "set terminal svg size 900,600 dynamic noenhanced\nset output '%s.svg'\nplot ",
+            name);
 }
 
 static void end_figure(FILE *gp, const char *name)
 {
-    fprintf(gp, "\nset terminal @png_terminal size 900,600 noenhanced\nset output '%s.png'\nreplot\n"
+    fprintf(gp, "\nset terminal @png_terminal size 900,600 noenhanced\nset output '%s.png'\n"
+                "replot\n"
                 "set output\n", name);
 }
 
@@ -184,7 +187,8 @@ static void describe_plots(const cmp_session *s, bool logs, char *footer, size_t
         n += snprintf(footer + n, size - (size_t)n, " %s/{", out);
         for (int k = 0; k < s->n_metrics && (size_t)n < size; k++)
             n += snprintf(footer + n, size - (size_t)n, "%s%s", k ? "," : "", s->metric_names[k]);
-        if ((size_t)n < size) n += snprintf(footer + n, size - (size_t)n, "}_vs_{step,time}.{svg,png}");
+        if ((size_t)n < size)
+            n += snprintf(footer + n, size - (size_t)n, "}_vs_{step,time}.{svg,png}");
     }
     if (logs && has_plane(s) && (size_t)n < size)
         n += snprintf(footer + n, size - (size_t)n, ", %s/trajectory.{svg,png}", out);

@@ -162,5 +162,10 @@ void cmp_print_table(const cmp_session *s)
            s->n_methods, (long long)s->outer_steps, s->cfg->seeds,
            (unsigned long long)s->cfg->seed);
     print_grid(&g);
+    printf("\ntime s: estimator wall time, metrics excluded; peak MiB: bilo's allocator peak "
+           "during the steps, task data included\n");
+    if (s->has_exact)
+        printf("hg rel err: ‖ĝ − ∇Φ‖/‖∇Φ‖ at (x₀, y*(x₀)) with each method's settings; "
+               "over budgets: budget.csv\n");
     print_failures(s);
 }

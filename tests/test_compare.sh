@@ -39,12 +39,13 @@ table_status() { awk -v m="$2" '/^---/ { on = 1; next } on && $1 == m { print $2
 csv_rows() { tail -n +2 "$1" | grep -c .; }
 csv_last_step() { tail -n 1 "$1" | cut -d, -f1; }
 
-# run_problem NAME ARGS...: 2 outer steps of every method the problem can run.
+# run_problem NAME ARGS...: 2 outer steps of every method the problem can run (one thread: the
+# machine running the tests may be shared).
 run_problem() {
     name=$1
     shift
     out="$dir/$name"
-    "$exe" "$@" --methods all --outer-steps 2 --eval-every 1 --out "$out" \
+    "$exe" "$@" --methods all --outer-steps 2 --eval-every 1 --threads 1 --out "$out" \
         >"$out.stdout" 2>"$out.stderr"
     rc=$?
     ok $rc "$name: exit code 0"
