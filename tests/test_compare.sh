@@ -156,6 +156,24 @@ cut -d, -f1 "$c/aid-cg.csv" | tail -n +2 | awk 'NR > 1 && $1 <= prev { bad = 1 }
     END { exit bad }'
 ok $? "time budget: the resumed CSV has increasing steps"
 
+# A run killed after its checkpoint at step 10 but with rows logged to step 20 (made without a
+# kill: a 10-step run's checkpoint put back under a finished 20-step run): the resumed run logs
+# steps 11..20 again and the CSV keeps each step once, ending with the straight run's numbers.
+k="$dir/killed"
+args="--methods aid-cg --eval-every 1 --out $k"
+"$exe" "$first" $args --outer-steps 10 >/dev/null 2>&1 && cp "$k/aid-cg.ckpt" "$dir/ckpt10" &&
+    "$exe" "$first" $args --outer-steps 20 --resume >/dev/null 2>&1 &&
+    "$exe" "$first" --methods aid-cg --out "$dir/straight20" --outer-steps 20 >/dev/null 2>&1 &&
+    cp "$dir/ckpt10" "$k/aid-cg.ckpt" && rm "$k/aid-cg.done" &&
+    "$exe" "$first" $args --outer-steps 20 --resume >/dev/null 2>&1
+ok $? "interrupted: the runs succeed"
+[ "$(cut -d, -f1 "$k/aid-cg.csv" | tail -n +2 | tr '\n' ' ')" = "$(seq 1 20 | tr '\n' ' ')" ]
+ok $? "interrupted: the CSV logs steps 1..20 once each"
+grep '^metric' "$dir/straight20/aid-cg.done" >"$dir/m20.straight"
+grep '^metric' "$k/aid-cg.done" >"$dir/m20.killed"
+[ -s "$dir/m20.straight" ] && cmp -s "$dir/m20.straight" "$dir/m20.killed"
+ok $? "interrupted: final metrics equal the straight run's"
+
 # --resume with other options for a checkpointed method refuses rather than mixing runs.
 "$exe" "$first" --methods aid-cg --outer-steps 60 --out "$c" --resume --aid-cg.K 2 >/dev/null 2>&1
 [ $? -eq 1 ]
