@@ -6,6 +6,7 @@
    x, y, the outer optimizer's state, the inner optimizer's state and
    the warm-start v (zeros where the estimator has none yet; meta says which). The meta vector
    ends with both levels' batcher positions. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -37,7 +38,7 @@ typedef struct {
     FILE *csv;
     double t0;
     int64_t first_step;   /* the step this run started after */
-    double shown;         /* first metric at the last evaluation, for the progress line */
+    double shown;         /* first metric at the last evaluation (NaN before one), for progress */
 } driver;
 
 static double now_seconds(void)
@@ -317,8 +318,9 @@ static void show_progress(const driver *d, int64_t step, bool tty, bool last)
     const char *label = o->label ? o->label : d->e->name;
     fprintf(stderr, "%s[%s] step %lld/%lld", tty ? "\r" : "", label, (long long)step,
             (long long)o->steps);
-    if (o->metric && o->n_metrics > 0) fprintf(stderr, "  %s=%.6g", o->metric_names[0], d->shown);
-    fprintf(stderr, "  elapsed %.1fs  ETA %.1fs ", elapsed, eta);
+    if (o->metric && o->n_metrics > 0 && !isnan(d->shown))
+        fprintf(stderr, "  %s=%.6g", o->metric_names[0], d->shown);
+    fprintf(stderr, "  elapsed %.1fs  ETA %.1fs%s", elapsed, eta, tty ? "\033[K" : "");
     if (!tty || last) fputc('\n', stderr);
     fflush(stderr);
 }
@@ -368,7 +370,7 @@ int bilo_driver_run(bilo_estimator *e, bilo_optim *outer, const bilo_driver_opts
 {
     int rc = check_opts(e, outer, o);
     if (rc < 0) return rc;
-    driver d = {.e = e, .outer = outer, .o = o, .t0 = now_seconds()};
+    driver d = {.e = e, .outer = outer, .o = o, .t0 = now_seconds(), .shown = NAN};
     d.s_outer = states_per_param(outer);
     d.s_inner = states_per_param(e->inner_opt);
     d.n = 1 + e->prob.n_x * (1 + d.s_outer) + e->prob.n_y * (2 + d.s_inner) + e->n_state;
