@@ -141,30 +141,32 @@ static bool read_marker(const cmp_session *s, const char *path, const char *key,
 
 /* ---- the CSV after a resume ------------------------------------------------------------ */
 
+/* Splits text into lines, dropping each earlier row whose step a later row repeats (a step
+   going back starts the resumed run's rows); rows[0] is the header. Returns the rows kept. */
+static size_t keep_latest_rows(char *text, char **rows)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        long long step = strtoll(line, NULL, 10);
+        while (n > 1 && strtoll(rows[n - 1], NULL, 10) >= step) n--;
+        rows[n++] = line;
+    }
+    return n;
+}
+
 /* A run killed after its last checkpoint logged rows that the resumed run logs again: keep
-   the resumed run's rows (the later ones) so that every step appears once, in order. */
+   the resumed run's rows so that every step appears once, in order. */
 static void drop_repeated_rows(const char *path)
 {
-    char *text = read_text(path), *save = NULL;
-    if (!text) return;
-    size_t n_rows = 0;
-    char **rows = malloc(sizeof *rows * (strlen(text) / 2 + 1));
-    for (char *line = rows ? strtok_r(text, "\n", &save) : NULL; line;
-         line = strtok_r(NULL, "\n", &save)) {
-        long long step = strtoll(line, NULL, 10);
-        while (n_rows > 1 && strtoll(rows[n_rows - 1], NULL, 10) >= step) n_rows--;
-        rows[n_rows++] = line;
-    }
-    size_t len = 0;
-    for (size_t i = 0; i < n_rows; i++) len += strlen(rows[i]) + 1;
+    char *text = read_text(path);
+    char **rows = text ? malloc(sizeof *rows * (strlen(text) / 2 + 1)) : NULL;
+    size_t n = rows ? keep_latest_rows(text, rows) : 0, len = 0;
+    for (size_t i = 0; i < n; i++) len += strlen(rows[i]) + 1;
     char *out = rows ? malloc(len + 1) : NULL;
-    if (out) {
-        out[0] = '\0';
-        for (size_t i = 0, at = 0; i < n_rows; i++)
-            at += (size_t)sprintf(out + at, "%s\n", rows[i]);
-        if (cmp_write_atomic(path, out) < 0)
-            fprintf(stderr, "bilo-compare: cannot rewrite %s\n", path);
-    }
+    for (size_t i = 0, at = 0; out && i < n; i++) at += (size_t)sprintf(out + at, "%s\n", rows[i]);
+    if (out && cmp_write_atomic(path, n ? out : "") < 0)
+        fprintf(stderr, "bilo-compare: cannot rewrite %s\n", path);
     free(out);
     free(rows);
     free(text);
