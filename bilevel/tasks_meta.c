@@ -280,10 +280,12 @@ static int meta_build(bilo_task *t, const void *opts, const bilo_task_opts *o)
     return 0;
 }
 
-/* Every method restarts the heads from zero each step (the episodes are new). The heads'
-   ridge problems have curvature in [reg, ~20] at the initial backbone: heavy-ball SGD at
-   lr 0.02, momentum 0.9 (PZOBO's inner optimizer) is stable up to curvature 190 and T = 100
-   steps leave a small fraction of the initial error. */
+/* The heads restart from zero each step (the episodes are new) wherever the method allows it;
+   BOME, F2SA, SOBA, FSLA and penalty reject reset and start from the previous episode's
+   heads. The heads' ridge problems have curvature in [reg, ~20] at the initial backbone:
+   heavy-ball SGD at lr 0.02, momentum 0.9 (PZOBO's inner optimizer) is stable up to curvature
+   190 and T = 100 steps leave a small fraction of the initial error. BOME moves the heads one
+   step per outer step, so it learns slowly here (φ = η·q, as in the authors' HPO code). */
 static const bilo__method_setting meta_settings[] = {
     {"exact", "T=100,lr=0.02,momentum=0.9,reset=1"},
     {"itd", "T=100,lr=0.02,momentum=0.9,reset=1"},
@@ -294,11 +296,11 @@ static const bilo__method_setting meta_settings[] = {
     {"esj-s", "T=100,optim=sgd,lr=0.02,momentum=0.9,reset=1,mu=0.1"},
     {"pzobo", "T=100,lr=0.02,momentum=0.9,reset=1,mu=0.1"},
     {"pzobo-s", "T=100,optim=sgd,lr=0.02,momentum=0.9,reset=1,mu=0.1"},
-    {"bome", "T=100,lr=0.02,momentum=0.9,reset=1,eta=0.5,y_lr=0.02"},
-    {"f2sa", "T=100,lr=0.005,reset=1,lambda0=3"},
-    {"soba", "T=100,lr=0.02,reset=1"},
-    {"fsla", "T=100,lr=0.02,reset=1"},
-    {"penalty", "T=100,lr=0.01,reset=1"},
+    {"bome", "T=100,lr=0.02,momentum=0.9,y_lr=0.05,phi=value,eta=0.1"},
+    {"f2sa", "T=100,lr=0.02,y_lr_over_lambda=1,decay=0,lambda0=10"},
+    {"soba", "T=100,lr=0.02,decay=0"},
+    {"fsla", "T=100,lr=0.02,decay=0"},
+    {"penalty", "T=100,lr=0.01"},
     {NULL, NULL}};
 
 static const char *meta_method_options(const char *method)

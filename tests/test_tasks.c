@@ -169,6 +169,28 @@ static void test_registry(void)
     bilo_clear_error();
 }
 
+/* Every method the library has accepts every task's settings for it. */
+static void test_method_settings_parse(void)
+{
+    const char *tasks[][2] = {{"quadratic", "dx=3,dy=4"}, {"coreset", NULL},
+                              {"hyperrep", "p=3,d=4,n=5"},
+                              {"meta-sinusoid", "hidden=4,test_tasks=2"}};
+    int bad = 0, tried = 0;
+    for (int k = 0; k < 4; k++) {
+        bilo_task *t = make(tasks[k][0], tasks[k][1], 1);
+        for (int m = 0; t && bilo_estimator_method_name(m); m++, tried++) {
+            const char *method = bilo_estimator_method_name(m);
+            bilo_estimator *e = bilo_estimator_new(method, bilo_task_problem(t),
+                                                   bilo_task_method_options(t, method));
+            if (!e) tap_diag("%s, %s: %s", tasks[k][0], method, bilo_last_error());
+            bad += !e;
+            bilo_estimator_free(e);
+        }
+        bilo_task_free(t);
+    }
+    tap_ok(bad == 0 && tried >= 20, "every method accepts every task's settings (%d pairs)", tried);
+}
+
 /* ---- quadratic --------------------------------------------------------------------------- */
 
 static void test_quadratic_closed_form(void)
@@ -504,6 +526,7 @@ int main(void)
     bilo_mem_stats before, after;
     bilo_mem_get_stats(&before);
     test_registry();
+    test_method_settings_parse();
     test_quadratic_closed_form();
     test_quadratic_methods_and_reset();
     test_coreset();
