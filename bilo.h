@@ -6,5 +6,6 @@
 #include "bilo_autograd.h"
 #include "bilo_nn.h"
 #include "bilo_bilevel.h"
+#include "bilo_tasks.h"
 
 #endif

@@ -34,6 +34,14 @@ typedef struct bilo__task_kind {
     void (*free_data)(void *data);
 } bilo__task_kind;
 
+/* Hands v (a new tensor, or one a scope owns) to the task as its next outer (x) or inner (y)
+   tensor: kept, listed in the problem, released by bilo_task_free. NULL v passes its error on;
+   on any failure v is released. */
+int bilo__task_add_x(bilo_task *t, bilo_tensor *v);
+int bilo__task_add_y(bilo_task *t, bilo_tensor *v);
+/* Sets the metric names (at most BILO__TASK_MAX_METRICS, static strings). */
+void bilo__task_set_metrics(bilo_task *t, const char *const *names, int n);
+
 extern const bilo__task_kind bilo__task_quadratic, bilo__task_coreset, bilo__task_hyperrep,
     bilo__task_meta_sinusoid, bilo__task_hyperclean, bilo__task_l2reg, bilo__task_meta_fmnist;
 
