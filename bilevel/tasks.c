@@ -8,6 +8,9 @@
 
 /* Every task kind, in the order bilo_task_name lists them; NULL ends the list. */
 static const bilo__task_kind *const kinds[] = {
+    &bilo__task_hyperclean,
+    &bilo__task_l2reg,
+    &bilo__task_meta_fmnist,
     NULL,
 };
 

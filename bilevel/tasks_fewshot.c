@@ -181,25 +181,28 @@ static bilo_tensor *meta_upper(bilo_tensor *const *x, bilo_tensor *const *y,
 /* ---- metrics -------------------------------------------------------------------------- */
 
 /* Heads of `tasks` episodes adapted from zero by adapt_T plain gradient steps on the support
-   loss (backbone fixed); new tensors in head[0..1]. */
+   loss (backbone fixed); new tensors in head[0..1]. Records the steps' graphs even though
+   the catalog runs metrics without recording. */
 static int adapt_heads(const bilo__meta_fmnist *d, bilo_tensor *feat, bilo_tensor *labels,
                        int64_t tasks, bilo_tensor **head)
 {
     bilo_dtype dt = bilo_dtype_of(feat);
     head[0] = bilo_zeros(dt, BILO_SHAPE(tasks, d->o.hidden, d->o.ways));
     head[1] = bilo_zeros(dt, BILO_SHAPE(tasks, d->o.ways));
-    for (int s = 0; s < d->o.adapt_T; s++) {
+    bool recording = bilo_set_grad_enabled(true);
+    int rc = head[0] && head[1] ? 0 : bilo_errcode();
+    for (int s = 0; rc == 0 && s < d->o.adapt_T; s++) {
         bilo_scope_begin();
         bilo_tensor *h[2] = {bilo_detach(head[0]), bilo_detach(head[1])}, *grads[2] = {0};
         bilo_set_requires_grad(h[0], true);
         bilo_set_requires_grad(h[1], true);
         bilo_tensor *loss = support_loss(feat, labels, h, d->o.reg);
-        int rc = loss ? bilo_grad(&loss, 1, NULL, h, 2, grads, 0) : bilo_errcode();
+        rc = loss ? bilo_grad(&loss, 1, NULL, h, 2, grads, 0) : bilo_errcode();
         for (int i = 0; rc == 0 && i < 2; i++) rc = bilo_axpy_(head[i], -d->o.adapt_lr, grads[i]);
         bilo_scope_end();
-        if (rc < 0) return rc;
     }
-    return 0;
+    bilo_set_grad_enabled(recording);
+    return rc;
 }
 
 /* Query accuracy and CE of test episodes [first, first + count) into acc[], loss[]. */
@@ -250,13 +253,9 @@ static int meta_metrics(bilo_task *t, double *values)
     if (!acc) return bilo__fail_code(BILO_ENOMEM, "bilo_task_metrics (meta-fmnist): out of memory");
     double *loss = acc + n;
     int rc = 0;
-    bilo_no_grad_begin();
-    bilo_scope_begin();
     bilo_tensor *f = meta_upper(t->x, t->y, NULL, t);
     if (f) values[0] = bilo_item(f);
     else rc = bilo_errcode();
-    bilo_scope_end();
-    bilo_no_grad_end();
     for (int64_t first = 0; rc == 0 && first < n; first += TEST_CHUNK) {
         bilo_scope_begin();
         int64_t count = n - first < TEST_CHUNK ? n - first : TEST_CHUNK;
@@ -327,55 +326,37 @@ static int meta_load(bilo_task *t, bilo__meta_fmnist *d, bilo_dtype dtype)
     if ((rc = index_classes(d)) < 0) return rc;
     bilo_rng rng = bilo_rng_make(d->seed, STREAM_TEST_EPISODES);
     rc = draw_episodes(d, d->o.test_episodes, BILO__META_TEST_FIRST_CLASS, &rng, &d->test);
-    t->data = d; /* meta_begin_step reads it */
     return rc < 0 ? rc : meta_begin_step(0, t);
 }
 
 /* Backbone W1 [784, hidden] Xavier-uniform with tanh's gain 5/3, b1 zero; heads zero. */
-static int meta_init(const bilo__meta_fmnist *d, bilo_dtype dtype, bilo_tensor **x,
-                     bilo_tensor **y)
+static int meta_init(bilo_task *t, const bilo__meta_fmnist *d, bilo_dtype dtype)
 {
     bilo_rng rng = bilo_rng_make(d->seed, STREAM_INIT);
     int64_t in = bilo_dim(d->images, 1), H = d->o.hidden, B = d->o.meta_batch, N = d->o.ways;
-    x[0] = bilo_keep(bilo_zeros(dtype, BILO_SHAPE(in, H)));
-    x[1] = bilo_keep(bilo_zeros(dtype, BILO_SHAPE(H)));
-    y[0] = bilo_keep(bilo_zeros(dtype, BILO_SHAPE(B, H, N)));
-    y[1] = bilo_keep(bilo_zeros(dtype, BILO_SHAPE(B, N)));
-    if (!x[0] || !x[1] || !y[0] || !y[1]) return bilo_errcode();
-    return bilo_nn_init_xavier_uniform(x[0], 5.0 / 3.0, &rng);
+    bilo_tensor *W1 = bilo_zeros(dtype, BILO_SHAPE(in, H));
+    if (bilo_nn_init_xavier_uniform(W1, 5.0 / 3.0, &rng) < 0) return bilo_errcode();
+    int rc = bilo__task_add_x(t, W1);
+    if (rc == 0) rc = bilo__task_add_x(t, bilo_zeros(dtype, BILO_SHAPE(H)));
+    if (rc == 0) rc = bilo__task_add_y(t, bilo_zeros(dtype, BILO_SHAPE(B, H, N)));
+    if (rc == 0) rc = bilo__task_add_y(t, bilo_zeros(dtype, BILO_SHAPE(B, N)));
+    return rc;
 }
 
 static int meta_build(bilo_task *t, const void *opts, const bilo_task_opts *o)
 {
     int rc = meta_check(opts);
     if (rc < 0) return rc;
-    bilo__meta_fmnist *d = bilo__calloc(1, sizeof *d);
+    bilo__meta_fmnist *d = t->data = bilo__calloc(1, sizeof *d);
     if (!d) return bilo__fail_code(BILO_ENOMEM, "bilo_task_new (meta-fmnist): out of memory");
     d->o = *(const bilo__meta_opts *)opts;
     d->seed = o->seed;
-    bilo_tensor *x[2] = {NULL, NULL}, *y[2] = {NULL, NULL};
-    bilo_scope_begin();
-    rc = meta_load(t, d, o->dtype);
-    if (rc == 0) rc = meta_init(d, o->dtype, x, y);
-    bilo_scope_end();
-    if (rc < 0) {
-        for (int i = 0; i < 2; i++) {
-            bilo_release(x[i]);
-            bilo_release(y[i]);
-        }
-        meta_free(d);
-        t->data = NULL;
-        return rc;
-    }
-    for (int i = 0; i < 2; i++) {
-        t->x[i] = x[i];
-        t->y[i] = y[i];
-    }
-    t->problem = (bilo_problem){.x = t->x, .n_x = 2, .y = t->y, .n_y = 2, .lower = meta_lower,
-                                .upper = meta_upper, .user = t, .begin_step = meta_begin_step};
+    if ((rc = meta_load(t, d, o->dtype)) < 0 || (rc = meta_init(t, d, o->dtype)) < 0) return rc;
+    t->problem.lower = meta_lower;
+    t->problem.upper = meta_upper;
+    t->problem.begin_step = meta_begin_step;
     static const char *const names[] = {"query_loss", "test_acc", "test_acc_ci95", "test_loss"};
-    for (int i = 0; i < 4; i++) t->metric_names[i] = names[i];
-    t->n_metrics = 4;
+    bilo__task_set_metrics(t, names, 4);
     /* Adam as meta_learning.py's outer optimizer; 1e-3 (its later phase) suits the small
        tanh backbone trained from scratch. */
     t->outer = (bilo_optim_opts){.kind = BILO_OPTIM_ADAM, .lr = 1e-3};
@@ -393,10 +374,10 @@ static const char *meta_method_options(const char *method)
         {"aid-cg", "T=20,lr=0.1,reset=1,K=10"},
         {"aid-ns", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
         {"aid-fp", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
-        {"esj", "T=20,lr=0.1,reset=1,Q=1,mu=0.1,directions=sphere"},
-        {"esj-s", "T=20,lr=0.1,reset=1,Q=1,mu=0.1,directions=sphere"},
-        {"pzobo", "T=20,lr=0.1,reset=1,Q=1,mu=0.1,directions=sphere"},
-        {"pzobo-s", "T=20,lr=0.1,reset=1,Q=1,mu=0.1,directions=sphere"},
+        {"esj", "T=20,lr=0.1,reset=1,Q=1,mu=0.1"},
+        {"esj-s", "T=20,lr=0.1,reset=1,Q=1,mu=0.1"},
+        {"pzobo", "T=20,lr=0.1,reset=1,Q=1,mu=0.1"},
+        {"pzobo-s", "T=20,lr=0.1,reset=1,Q=1,mu=0.1"},
         {"bome", "T=20,lr=0.1,reset=1,y_lr=0.1"},
         {"f2sa", "T=20,lr=0.1,reset=1"},
         {"soba", "T=20,lr=0.1,reset=1"},
