@@ -15,6 +15,8 @@ enum { STREAM_INIT = 201, STREAM_TEST_EPISODES = 202 };
 
 enum { N_CLASSES = 10, TEST_CHUNK = 50 };
 
+static const char *const class_splits[] = {"halves", "alternate", NULL};
+
 static const bilo__option meta_options[] = {
     {"ways", BILO__OPT_INT, offsetof(bilo__meta_opts, ways), NULL},
     {"shots", BILO__OPT_INT, offsetof(bilo__meta_opts, shots), NULL},
@@ -25,6 +27,7 @@ static const bilo__option meta_options[] = {
     {"test_episodes", BILO__OPT_INT, offsetof(bilo__meta_opts, test_episodes), NULL},
     {"adapt_T", BILO__OPT_INT, offsetof(bilo__meta_opts, adapt_T), NULL},
     {"adapt_lr", BILO__OPT_DOUBLE, offsetof(bilo__meta_opts, adapt_lr), NULL},
+    {"classes", BILO__OPT_CHOICE, offsetof(bilo__meta_opts, classes), class_splits},
     {"data_dir", BILO__OPT_STRING, offsetof(bilo__meta_opts, data_dir), NULL},
     {NULL}};
 
@@ -63,15 +66,15 @@ static void episodes_free(bilo__episodes *e)
     *e = (bilo__episodes){0};
 }
 
-/* One episode's rows: `ways` classes drawn from first_class .. first_class + 4 (episode label
-   c for the c-th drawn class), shots + queries distinct images of each. */
-static void draw_episode(bilo__meta_fmnist *d, int first_class, bilo_rng *rng, int64_t *s_rows,
-                         int64_t *s_y, int64_t *q_rows, int64_t *q_y)
+/* One episode's rows: `ways` classes drawn from the side's classes (episode label c for the
+   c-th drawn class), shots + queries distinct images of each. */
+static void draw_episode(bilo__meta_fmnist *d, const int64_t *side, bilo_rng *rng,
+                         int64_t *s_rows, int64_t *s_y, int64_t *q_rows, int64_t *q_y)
 {
     const bilo__meta_opts *o = &d->o;
     int64_t classes[BILO__META_CLASSES_PER_SIDE], chosen[BILO__META_CLASSES_PER_SIDE],
         swaps[BILO__META_CLASSES_PER_SIDE];
-    for (int c = 0; c < BILO__META_CLASSES_PER_SIDE; c++) classes[c] = first_class + c;
+    memcpy(classes, side, sizeof classes);
     draw_distinct(classes, BILO__META_CLASSES_PER_SIDE, o->ways, rng, chosen, swaps);
     int64_t per_class = (int64_t)o->shots + o->queries;
     int64_t rows[per_class], row_swaps[per_class];
@@ -90,7 +93,7 @@ static void draw_episode(bilo__meta_fmnist *d, int first_class, bilo_rng *rng, i
 }
 
 /* `tasks` episodes from rng into e (kept tensors; e's previous ones released). */
-static int draw_episodes(bilo__meta_fmnist *d, int tasks, int first_class, bilo_rng *rng,
+static int draw_episodes(bilo__meta_fmnist *d, int tasks, const int64_t *side, bilo_rng *rng,
                          bilo__episodes *e)
 {
     episodes_free(e);
@@ -103,7 +106,7 @@ static int draw_episodes(bilo__meta_fmnist *d, int tasks, int first_class, bilo_
     int64_t *sr = bilo_data(e->support_rows), *sy = bilo_data(e->support_y),
             *qr = bilo_data(e->query_rows), *qy = bilo_data(e->query_y);
     for (int t = 0; t < tasks; t++)
-        draw_episode(d, first_class, rng, sr + t * ns, sy + t * ns, qr + t * nq, qy + t * nq);
+        draw_episode(d, side, rng, sr + t * ns, sy + t * ns, qr + t * nq, qy + t * nq);
     return 0;
 }
 
@@ -123,7 +126,7 @@ static int meta_begin_step(int64_t step, void *user)
     bilo__meta_fmnist *d = ((bilo_task *)user)->data;
     bilo_rng rng = bilo_rng_make(d->seed, STREAM_TRAIN_EPISODES + (uint64_t)step);
     bilo__episodes *e = &d->train;
-    int rc = draw_episodes(d, d->o.meta_batch, BILO__META_TRAIN_FIRST_CLASS, &rng, e);
+    int rc = draw_episodes(d, d->o.meta_batch, d->train_classes, &rng, e);
     if (rc < 0) return rc;
     bilo_scope_begin();
     e->support_x = bilo_keep(episode_images(d, e->support_rows, 0, d->o.meta_batch));
@@ -325,7 +328,12 @@ static int meta_load(bilo_task *t, bilo__meta_fmnist *d, bilo_dtype dtype)
     bilo_keep(d->labels);
     if ((rc = index_classes(d)) < 0) return rc;
     bilo_rng rng = bilo_rng_make(d->seed, STREAM_TEST_EPISODES);
-    rc = draw_episodes(d, d->o.test_episodes, BILO__META_TEST_FIRST_CLASS, &rng, &d->test);
+    for (int k = 0; k < BILO__META_CLASSES_PER_SIDE; k++) {
+        bool halves = d->o.classes == BILO__META_HALVES;
+        d->train_classes[k] = halves ? k : 2 * k;
+        d->test_classes[k] = halves ? k + BILO__META_CLASSES_PER_SIDE : 2 * k + 1;
+    }
+    rc = draw_episodes(d, d->o.test_episodes, d->test_classes, &rng, &d->test);
     return rc < 0 ? rc : meta_begin_step(0, t);
 }
 
@@ -364,7 +372,9 @@ static int meta_build(bilo_task *t, const void *opts, const bilo_task_opts *o)
 }
 
 /* Every method restarts the heads from zero for each step's new episodes (reset=1), with the
-   inner settings the metric's adaptation uses (T = adapt_T = 20 plain steps of 0.1). */
+   inner settings the metric's adaptation uses (T = adapt_T = 20 plain steps of 0.1). The
+   head's curvature is at most ½·hidden + reg (tanh features), so lr 0.1 suits hidden = 64;
+   wider backbones need a smaller lr and adapt_lr (hidden = 256 diverged after ~150 steps). */
 static const char *meta_method_options(const char *method)
 {
     static const struct {
@@ -393,19 +403,21 @@ const bilo__task_kind bilo__task_meta_fmnist = {
     .name = "meta-fmnist",
     .help = "Few-shot meta-learning on Fashion-MNIST (the ANIL / PZOBO setting, Sow, Ji, Liang "
             "2022, meta_learning.py): N-way K-shot episodes (ways=5, shots=5, queries=15 per "
-            "class), meta-training classes 0-4, meta-test classes 5-9, images of the 60k "
-            "training file in [0, 1] (data_dir: where the IDX files are). Outer x: a backbone "
+            "class), meta-training classes 0-4 and meta-test classes 5-9 (classes=halves) or "
+            "even and odd classes (classes=alternate), images of the 60k training file in "
+            "[0, 1] (data_dir: where the IDX files are). Outer x: a backbone "
             "tanh(X W1 + b1) with hidden=64 units (Xavier init); inner y: one linear head per "
             "episode for meta_batch=16 episodes, drawn anew at every outer step from Philox "
             "keyed by (seed, step). g = Σ_episodes support CE + reg/2·‖head‖² (reg=0.5), f = "
             "query CE averaged over the episodes. Metrics: query_loss (f on the current "
             "episodes), test_acc and test_acc_ci95 (mean and 95% half-width over "
             "test_episodes=200 fixed meta-test episodes, heads adapted from zero by adapt_T=20 "
-            "plain gradient steps of adapt_lr=0.1), test_loss (their query CE).",
+            "plain gradient steps of adapt_lr=0.1), test_loss (their query CE). Outer optimizer: "
+            "Adam, lr 0.001.",
     .options = meta_options,
     .opts_size = sizeof(bilo__meta_opts),
     .defaults = "ways=5,shots=5,queries=15,meta_batch=16,hidden=64,reg=0.5,test_episodes=200,"
-                "adapt_T=20,adapt_lr=0.1",
+                "adapt_T=20,adapt_lr=0.1,classes=halves",
     .build = meta_build,
     .metrics = meta_metrics,
     .exact = NULL,
