@@ -327,8 +327,8 @@ const bilo__task_kind bilo__task_hyperclean = {
             "batch; batch=B > 0: minibatches of B rows for g and f. data_dir: where the IDX "
             "files are (default /usr/share/datasets/fashion-mnist). Metrics: val_loss, test_acc, "
             "f1_clean (F1 of w_i > 0.5 against the clean samples), eval_acc. Outer optimizer: "
-            "Adam, lr 0.1. Reference test accuracies (BOME's saved baselines): 0.8171 trained on noisy train+val, 0.8447 on "
-            "clean data.",
+            "Adam, lr 0.1. Reference test accuracies (BOME's saved baselines): 0.8171 "
+            "trained on noisy train+val, 0.8447 on clean data.",
     .options = hyperclean_options,
     .opts_size = sizeof(bilo__hyperclean_opts),
     .defaults = "n_train=50000,n_val=5000,n_eval=5000,corruption=0.5,reg=0.001,"

@@ -77,7 +77,8 @@ typedef struct {
 
 /* Episodes drawn at once: rows of the image file and episode labels 0..ways-1. */
 typedef struct {
-    bilo_tensor *support_rows, *query_rows; /* BILO_I64 [tasks, ways·shots], [tasks, ways·queries] */
+    /* BILO_I64 [tasks, ways·shots] and [tasks, ways·queries] */
+    bilo_tensor *support_rows, *query_rows;
     bilo_tensor *support_y, *query_y;       /* BILO_I64, same shapes */
     bilo_tensor *support_x, *query_x;       /* images [tasks, rows, 784] (training episodes only) */
 } bilo__episodes;

@@ -110,7 +110,7 @@ static int draw_episodes(bilo__meta_fmnist *d, int tasks, const int64_t *side, b
     return 0;
 }
 
-/* Images of episodes [first, first + count) of e as [count, rows, 784]. */
+/* Images of episodes [first, first + count) of a row table [episodes, per]: [count, per, 784]. */
 static bilo_tensor *episode_images(const bilo__meta_fmnist *d, bilo_tensor *rows, int64_t first,
                                    int64_t count)
 {
