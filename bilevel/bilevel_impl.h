@@ -72,6 +72,10 @@ int bilo__list_scaled(bilo_tensor *const *ts, int n, double alpha, bilo_tensor *
 /* y_i += alpha x_i in place. */
 int bilo__list_axpy(bilo_tensor *const *y, double alpha, bilo_tensor *const *x, int n);
 
+/* In-place Cholesky of the n×n row-major a and solve of a·v = b (b overwritten by v); false
+   when a is not positive definite. */
+bool bilo__cholesky_solve(double *a, int64_t n, double *b);
+
 /* Common constructor for every method. */
 bilo_estimator *bilo__estimator_create(const bilo__estimator_vt *vt, const bilo_problem *p,
                                        const bilo_inner_opts *inner);

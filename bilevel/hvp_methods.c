@@ -197,9 +197,7 @@ static void gather_flat(bilo_tensor *const *ts, int n, double *dst)
         for (int64_t k = 0; k < bilo_numel(ts[i]); k++) *dst++ = bilo_get_flat(ts[i], k);
 }
 
-/* In-place Cholesky of the n×n row-major a and solve of a·v = b; false if not positive
-   definite. */
-static bool cholesky_solve(double *a, int64_t n, double *b)
+bool bilo__cholesky_solve(double *a, int64_t n, double *b)
 {
     for (int64_t j = 0; j < n; j++) {
         double d = a[j * n + j];
@@ -287,7 +285,7 @@ static int dense_solve(bilo_estimator *e, double *h, int64_t n, double *b)
     } else {
         memcpy(work, h, (size_t)(n * n) * sizeof *work);
         memcpy(rhs, b, (size_t)n * sizeof *rhs);
-        if (cholesky_solve(work, n, rhs)) {
+        if (bilo__cholesky_solve(work, n, rhs)) {
             memcpy(b, rhs, (size_t)n * sizeof *b);
         } else if (lu_solve(h, n, b)) {
             snprintf(e->message, sizeof e->message, "exact: ∇²_yy g is not positive definite "

@@ -8,6 +8,10 @@
 
 /* Every task kind, in the order bilo_task_name lists them; NULL ends the list. */
 static const bilo__task_kind *const kinds[] = {
+    &bilo__task_quadratic,
+    &bilo__task_coreset,
+    &bilo__task_hyperrep,
+    &bilo__task_meta_sinusoid,
     &bilo__task_hyperclean,
     &bilo__task_l2reg,
     &bilo__task_meta_fmnist,
@@ -60,6 +64,37 @@ void bilo__task_set_metrics(bilo_task *t, const char *const *names, int n)
 {
     t->n_metrics = n < BILO__TASK_MAX_METRICS ? n : BILO__TASK_MAX_METRICS;
     for (int i = 0; i < t->n_metrics; i++) t->metric_names[i] = names[i];
+}
+
+bilo_tensor *bilo__task_tensor(bilo_dtype dtype, int ndim, const int64_t *shape, const double *v)
+{
+    bilo_tensor *t64 = bilo_from_data(BILO_F64, ndim, shape, v);
+    if (dtype == BILO_F64 || !t64) return t64;
+    bilo_tensor *t = bilo_cast(t64, dtype);
+    bilo_release(bilo_keep(t64));
+    return t;
+}
+
+void bilo__task_read(const bilo_tensor *t, double *out)
+{
+    for (int64_t i = 0; i < bilo_numel(t); i++) out[i] = bilo_get_flat(t, i);
+}
+
+void bilo__fill_uniform(bilo_rng *rng, double *v, int64_t n, double lo, double hi)
+{
+    for (int64_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * bilo_rng_uniform(rng);
+}
+
+void bilo__fill_normal(bilo_rng *rng, double *v, int64_t n, double scale)
+{
+    for (int64_t i = 0; i < n; i++) v[i] = scale * bilo_rng_normal(rng);
+}
+
+const char *bilo__method_setting_find(const bilo__method_setting *table, const char *method)
+{
+    for (; table->method; table++)
+        if (!strcmp(method, table->method)) return table->options;
+    return "";
 }
 
 /* Clones of the current x and y, kept as the point bilo_task_reset returns to. */

@@ -42,6 +42,22 @@ int bilo__task_add_y(bilo_task *t, bilo_tensor *v);
 /* Sets the metric names (at most BILO__TASK_MAX_METRICS, static strings). */
 void bilo__task_set_metrics(bilo_task *t, const char *const *names, int n);
 
+/* A tensor of dtype holding the f64 values v (so that a task generates the same numbers at
+   either precision); NULL after an error. */
+bilo_tensor *bilo__task_tensor(bilo_dtype dtype, int ndim, const int64_t *shape, const double *v);
+/* The elements of t, flattened, into out (f64). */
+void bilo__task_read(const bilo_tensor *t, double *out);
+/* v[0..n) = lo + (hi − lo)·U[0,1) and v[0..n) = scale·N(0,1) from rng. */
+void bilo__fill_uniform(bilo_rng *rng, double *v, int64_t n, double lo, double hi);
+void bilo__fill_normal(bilo_rng *rng, double *v, int64_t n, double scale);
+
+/* A kind's settings per method, for its method_options: {NULL}-terminated. */
+typedef struct {
+    const char *method, *options;
+} bilo__method_setting;
+/* The options of `method` in table, "" when the table has none. */
+const char *bilo__method_setting_find(const bilo__method_setting *table, const char *method);
+
 extern const bilo__task_kind bilo__task_quadratic, bilo__task_coreset, bilo__task_hyperrep,
     bilo__task_meta_sinusoid, bilo__task_hyperclean, bilo__task_l2reg, bilo__task_meta_fmnist;
 
