@@ -287,29 +287,30 @@ static int hyperclean_metrics(bilo_task *t, double *values)
    lr 0.1 is stable (0.5 diverges), and warm-started T = 10 steps per outer step (BOME's T and
    K for its baselines) track y*(x) well enough: AID-CG reaches the clean-data accuracy on a
    reduced run (n_train 5000: 0.817 after 40 steps; oracle weights 0.823, uniform 0.761).
-   "" for exact: a dense Hessian of 7850² entries with 50000 outer columns is out of reach. */
+   Every method gets that same inner GD (presets with Adam or momentum are overridden); ES
+   takes Q = 10, μ = 0.01 (benchmark_bilevel's best data-cleaning setting); F2SA scales y's
+   step by 1/λ so that λ = 10 keeps it stable; the single loops run constant steps. "" for
+   exact: a dense Hessian of 7850² entries with 50000 outer columns is out of reach. */
+static const bilo__method_setting hyperclean_settings[] = {
+    {"itd", "T=10,lr=0.1"},
+    {"aid-cg", "T=10,lr=0.1,K=10"},
+    {"aid-ns", "T=10,lr=0.1,K=10,eta=0.1"},
+    {"aid-fp", "T=10,lr=0.1,K=10,eta=0.1"},
+    {"esj", "T=10,lr=0.1,reset=0,Q=10,mu=0.01"},
+    {"esj-s", "T=10,optim=sgd,lr=0.1,Q=10,mu=0.01"},
+    {"pzobo", "T=10,lr=0.1,momentum=0,Q=10,mu=0.01"},
+    {"pzobo-s", "T=10,optim=sgd,lr=0.1,Q=10,mu=0.01"},
+    {"bome", "T=10,lr=0.1,y_lr=0.1"},
+    {"bome-hpo", "T=10,lr=0.1,momentum=0,y_lr=0.1,y_momentum=0"},
+    {"f2sa", "T=10,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
+    {"soba", "T=10,lr=0.1,decay=0"},
+    {"fsla", "T=10,lr=0.1,decay=0"},
+    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {NULL, NULL}};
+
 static const char *hyperclean_method_options(const char *method)
 {
-    static const struct {
-        const char *method, *options;
-    } table[] = {
-        {"itd", "T=10,lr=0.1"},
-        {"aid-cg", "T=10,lr=0.1,K=10"},
-        {"aid-ns", "T=10,lr=0.1,K=10,eta=0.1"},
-        {"aid-fp", "T=10,lr=0.1,K=10,eta=0.1"},
-        {"esj", "T=10,lr=0.1,Q=10,mu=0.01"},
-        {"esj-s", "T=10,lr=0.1,Q=10,mu=0.01"},
-        {"pzobo", "T=10,lr=0.1,Q=10,mu=0.01"},
-        {"pzobo-s", "T=10,lr=0.1,Q=10,mu=0.01"},
-        {"bome", "T=10,lr=0.1,y_lr=0.1"},
-        {"f2sa", "T=10,lr=0.1,lambda0=10"},
-        {"soba", "T=1,lr=0.1"},
-        {"fsla", "T=1,lr=0.1"},
-        {"penalty", "T=20,lr=0.01"},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
-        if (!strcmp(method, table[i].method)) return table[i].options;
-    return "";
+    return bilo__method_setting_find(hyperclean_settings, method);
 }
 
 const bilo__task_kind bilo__task_hyperclean = {
@@ -509,31 +510,29 @@ static int l2reg_metrics(bilo_task *t, double *values)
     return rc < 0 ? rc : evaluate(&d->test, t->y, &values[2], &values[3]);
 }
 
-/* A smooth, strongly convex inner problem (curvature ≲ 5 on standardized pixels): GD with
-   lr 0.1 and warm starts; "" for exact, whose dense Hessian ([d·C]²) is out of reach at 784
-   features and 10 classes. */
+/* The same smooth, strongly convex inner problem as hyperclean's (GD with lr 0.1, warm
+   starts), with T = 20 steps since x changes the curvature of every weight; "" for exact,
+   whose dense Hessian ([d·C]²) is out of reach at 784 features and 10 classes. */
+static const bilo__method_setting l2reg_settings[] = {
+    {"itd", "T=20,lr=0.1"},
+    {"aid-cg", "T=20,lr=0.1,K=20"},
+    {"aid-ns", "T=20,lr=0.1,K=20,eta=0.1"},
+    {"aid-fp", "T=20,lr=0.1,K=20,eta=0.1"},
+    {"esj", "T=20,lr=0.1,reset=0,Q=10,mu=0.01"},
+    {"esj-s", "T=20,optim=sgd,lr=0.1,Q=10,mu=0.01"},
+    {"pzobo", "T=20,lr=0.1,momentum=0,Q=10,mu=0.01"},
+    {"pzobo-s", "T=20,optim=sgd,lr=0.1,Q=10,mu=0.01"},
+    {"bome", "T=20,lr=0.1,y_lr=0.1"},
+    {"bome-hpo", "T=20,lr=0.1,momentum=0,y_lr=0.1,y_momentum=0"},
+    {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
+    {"soba", "T=20,lr=0.1,decay=0"},
+    {"fsla", "T=20,lr=0.1,decay=0"},
+    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {NULL, NULL}};
+
 static const char *l2reg_method_options(const char *method)
 {
-    static const struct {
-        const char *method, *options;
-    } table[] = {
-        {"itd", "T=100,lr=0.1"},
-        {"aid-cg", "T=100,lr=0.1,K=20"},
-        {"aid-ns", "T=100,lr=0.1,K=20,eta=0.1"},
-        {"aid-fp", "T=100,lr=0.1,K=20,eta=0.1"},
-        {"esj", "T=100,lr=0.1,Q=10,mu=0.01"},
-        {"esj-s", "T=100,lr=0.1,Q=10,mu=0.01"},
-        {"pzobo", "T=100,lr=0.1,Q=10,mu=0.01"},
-        {"pzobo-s", "T=100,lr=0.1,Q=10,mu=0.01"},
-        {"bome", "T=20,lr=0.1,y_lr=0.1"},
-        {"f2sa", "T=20,lr=0.1,lambda0=10"},
-        {"soba", "T=1,lr=0.1"},
-        {"fsla", "T=1,lr=0.1"},
-        {"penalty", "T=20,lr=0.01"},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
-        if (!strcmp(method, table[i].method)) return table[i].options;
-    return "";
+    return bilo__method_setting_find(l2reg_settings, method);
 }
 
 const bilo__task_kind bilo__task_l2reg = {

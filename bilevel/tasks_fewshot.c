@@ -371,32 +371,32 @@ static int meta_build(bilo_task *t, const void *opts, const bilo_task_opts *o)
     return 0;
 }
 
-/* Every method restarts the heads from zero for each step's new episodes (reset=1), with the
-   inner settings the metric's adaptation uses (T = adapt_T = 20 plain steps of 0.1). The
-   head's curvature is at most ½·hidden + reg (tanh features), so lr 0.1 suits hidden = 64;
-   wider backbones need a smaller lr and adapt_lr (hidden = 256 diverged after ~150 steps). */
+/* The heads restart from zero for each step's new episodes (reset=1) in every method that
+   supports it (BOME, F2SA, the single loops and penalty refuse a reset and warm-start the
+   heads from the previous episodes), with the inner settings the metric's adaptation uses
+   (T = adapt_T = 20 plain steps of 0.1; ES with meta_learning.py's μ = 0.1). The head's
+   curvature is at most ½·hidden + reg (tanh features), so lr 0.1 suits hidden = 64; wider
+   backbones need a smaller lr and adapt_lr (hidden = 256 diverged after ~150 steps). */
+static const bilo__method_setting meta_settings[] = {
+    {"itd", "T=20,lr=0.1,reset=1"},
+    {"aid-cg", "T=20,lr=0.1,reset=1,K=10"},
+    {"aid-ns", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
+    {"aid-fp", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
+    {"esj", "T=20,lr=0.1,reset=1,mu=0.1"},
+    {"esj-s", "T=20,optim=sgd,lr=0.1,reset=1,mu=0.1"},
+    {"pzobo", "T=20,lr=0.1,momentum=0,reset=1,mu=0.1"},
+    {"pzobo-s", "T=20,optim=sgd,lr=0.1,reset=1,mu=0.1"},
+    {"bome", "T=20,lr=0.1,y_lr=0.1"},
+    {"bome-hpo", "T=20,lr=0.1,momentum=0,y_lr=0.1,y_momentum=0"},
+    {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
+    {"soba", "T=20,lr=0.1,decay=0"},
+    {"fsla", "T=20,lr=0.1,decay=0"},
+    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {NULL, NULL}};
+
 static const char *meta_method_options(const char *method)
 {
-    static const struct {
-        const char *method, *options;
-    } table[] = {
-        {"itd", "T=20,lr=0.1,reset=1"},
-        {"aid-cg", "T=20,lr=0.1,reset=1,K=10"},
-        {"aid-ns", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
-        {"aid-fp", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
-        {"esj", "T=20,lr=0.1,reset=1,Q=1,mu=0.1"},
-        {"esj-s", "T=20,lr=0.1,reset=1,Q=1,mu=0.1"},
-        {"pzobo", "T=20,lr=0.1,reset=1,Q=1,mu=0.1"},
-        {"pzobo-s", "T=20,lr=0.1,reset=1,Q=1,mu=0.1"},
-        {"bome", "T=20,lr=0.1,reset=1,y_lr=0.1"},
-        {"f2sa", "T=20,lr=0.1,reset=1"},
-        {"soba", "T=20,lr=0.1,reset=1"},
-        {"fsla", "T=20,lr=0.1,reset=1"},
-        {"penalty", "T=20,lr=0.01,reset=1"},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
-        if (!strcmp(method, table[i].method)) return table[i].options;
-    return "";
+    return bilo__method_setting_find(meta_settings, method);
 }
 
 const bilo__task_kind bilo__task_meta_fmnist = {

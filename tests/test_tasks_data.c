@@ -525,6 +525,44 @@ static void test_meta_episodes(void)
     bilo_task_free(t);
 }
 
+/* Every method the library has accepts the settings each task gives it ("" for a method the
+   task cannot run, e.g. exact at this size), and a step with each runs on a tiny instance. */
+static void test_method_settings(void)
+{
+    if (!have_fmnist) {
+        skip("every method accepts the dataset tasks' settings");
+        return;
+    }
+    const char *tasks[][2] = {{"hyperclean", "n_train=60,n_val=20,n_eval=20"},
+                              {"l2reg", "n_train=60,n_val=20"},
+                              {"meta-fmnist", "meta_batch=2,hidden=4,test_episodes=2"}};
+    int bad = 0, tried = 0;
+    for (int k = 0; k < 3; k++) {
+        bilo_task *t = make(tasks[k][0], tasks[k][1], 1, BILO_F32);
+        bad += !t;
+        for (int m = 0; t && bilo_estimator_method_name(m); m++) {
+            const char *method = bilo_estimator_method_name(m);
+            const char *opts = bilo_task_method_options(t, method);
+            if (!*opts) continue;
+            tried++;
+            bilo_task_reset(t);
+            bilo_estimator *e = bilo_estimator_new(method, bilo_task_problem(t), opts);
+            bilo_optim_opts oo = bilo_task_outer_opts(t);
+            bilo_optim *outer = bilo_optim_new(&oo, bilo_task_problem(t)->x,
+                                               bilo_task_problem(t)->n_x);
+            if (!e || !outer || bilo_estimator_step(e, outer) < 0) {
+                tap_diag("%s, %s (%s): %s", tasks[k][0], method, opts, bilo_last_error());
+                bad++;
+            }
+            bilo_optim_free(outer);
+            bilo_estimator_free(e);
+        }
+        bilo_task_free(t);
+    }
+    tap_ok(bad == 0 && tried >= 12, "every method accepts the dataset tasks' settings and steps "
+           "(%d pairs)", tried);
+}
+
 int main(void)
 {
     bilo_mem_stats start, end;
@@ -538,6 +576,7 @@ int main(void)
     test_hyperclean_seeds_and_errors();
     test_l2reg_fmnist();
     test_meta_episodes();
+    test_method_settings();
     rmdir(tmp_dir);
     bilo_mem_get_stats(&end);
     tap_ok(end.live_bytes == start.live_bytes, "no leaks: live bytes %zu -> %zu",
