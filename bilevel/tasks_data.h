@@ -58,6 +58,11 @@ typedef struct {
 } bilo__l2reg;
 
 /* ---- meta-fmnist ---- */
+/* Which classes meta-train and which meta-test: 0-4 / 5-9, or even / odd. */
+typedef enum { BILO__META_HALVES, BILO__META_ALTERNATE } bilo__meta_classes;
+
+#define BILO__META_CLASSES_PER_SIDE 5
+
 typedef struct {
     int ways, shots, queries;   /* N-way K-shot with `queries` query images per class */
     int meta_batch;             /* episodes per outer step */
@@ -66,12 +71,14 @@ typedef struct {
     int test_episodes;          /* fixed meta-test episodes for the metrics */
     int adapt_T;                /* plain gradient steps of the head in the metric */
     double adapt_lr;
+    int classes;                /* bilo__meta_classes */
     char data_dir[BILO__OPT_STRING_LEN];
 } bilo__meta_opts;
 
 /* Episodes drawn at once: rows of the image file and episode labels 0..ways-1. */
 typedef struct {
-    bilo_tensor *support_rows, *query_rows; /* BILO_I64 [tasks, ways·shots], [tasks, ways·queries] */
+    /* BILO_I64 [tasks, ways·shots] and [tasks, ways·queries] */
+    bilo_tensor *support_rows, *query_rows;
     bilo_tensor *support_y, *query_y;       /* BILO_I64, same shapes */
     bilo_tensor *support_x, *query_x;       /* images [tasks, rows, 784] (training episodes only) */
 } bilo__episodes;
@@ -82,13 +89,9 @@ typedef struct {
     bilo_tensor *images, *labels;   /* the 60k training file */
     int64_t *class_rows[10];        /* rows of each class */
     int64_t class_count[10];
+    int64_t train_classes[BILO__META_CLASSES_PER_SIDE], test_classes[BILO__META_CLASSES_PER_SIDE];
     bilo__episodes train;           /* the current outer step's episodes */
     bilo__episodes test;            /* fixed meta-test episodes (rows and labels only) */
 } bilo__meta_fmnist;
-
-/* Meta-train classes are 0 .. 4, meta-test classes 5 .. 9. */
-#define BILO__META_TRAIN_FIRST_CLASS 0
-#define BILO__META_TEST_FIRST_CLASS 5
-#define BILO__META_CLASSES_PER_SIDE 5
 
 #endif

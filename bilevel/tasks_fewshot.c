@@ -15,6 +15,8 @@ enum { STREAM_INIT = 201, STREAM_TEST_EPISODES = 202 };
 
 enum { N_CLASSES = 10, TEST_CHUNK = 50 };
 
+static const char *const class_splits[] = {"halves", "alternate", NULL};
+
 static const bilo__option meta_options[] = {
     {"ways", BILO__OPT_INT, offsetof(bilo__meta_opts, ways), NULL},
     {"shots", BILO__OPT_INT, offsetof(bilo__meta_opts, shots), NULL},
@@ -25,6 +27,7 @@ static const bilo__option meta_options[] = {
     {"test_episodes", BILO__OPT_INT, offsetof(bilo__meta_opts, test_episodes), NULL},
     {"adapt_T", BILO__OPT_INT, offsetof(bilo__meta_opts, adapt_T), NULL},
     {"adapt_lr", BILO__OPT_DOUBLE, offsetof(bilo__meta_opts, adapt_lr), NULL},
+    {"classes", BILO__OPT_CHOICE, offsetof(bilo__meta_opts, classes), class_splits},
     {"data_dir", BILO__OPT_STRING, offsetof(bilo__meta_opts, data_dir), NULL},
     {NULL}};
 
@@ -63,15 +66,15 @@ static void episodes_free(bilo__episodes *e)
     *e = (bilo__episodes){0};
 }
 
-/* One episode's rows: `ways` classes drawn from first_class .. first_class + 4 (episode label
-   c for the c-th drawn class), shots + queries distinct images of each. */
-static void draw_episode(bilo__meta_fmnist *d, int first_class, bilo_rng *rng, int64_t *s_rows,
-                         int64_t *s_y, int64_t *q_rows, int64_t *q_y)
+/* One episode's rows: `ways` classes drawn from the side's classes (episode label c for the
+   c-th drawn class), shots + queries distinct images of each. */
+static void draw_episode(bilo__meta_fmnist *d, const int64_t *side, bilo_rng *rng,
+                         int64_t *s_rows, int64_t *s_y, int64_t *q_rows, int64_t *q_y)
 {
     const bilo__meta_opts *o = &d->o;
     int64_t classes[BILO__META_CLASSES_PER_SIDE], chosen[BILO__META_CLASSES_PER_SIDE],
         swaps[BILO__META_CLASSES_PER_SIDE];
-    for (int c = 0; c < BILO__META_CLASSES_PER_SIDE; c++) classes[c] = first_class + c;
+    memcpy(classes, side, sizeof classes);
     draw_distinct(classes, BILO__META_CLASSES_PER_SIDE, o->ways, rng, chosen, swaps);
     int64_t per_class = (int64_t)o->shots + o->queries;
     int64_t rows[per_class], row_swaps[per_class];
@@ -90,7 +93,7 @@ static void draw_episode(bilo__meta_fmnist *d, int first_class, bilo_rng *rng, i
 }
 
 /* `tasks` episodes from rng into e (kept tensors; e's previous ones released). */
-static int draw_episodes(bilo__meta_fmnist *d, int tasks, int first_class, bilo_rng *rng,
+static int draw_episodes(bilo__meta_fmnist *d, int tasks, const int64_t *side, bilo_rng *rng,
                          bilo__episodes *e)
 {
     episodes_free(e);
@@ -103,11 +106,11 @@ static int draw_episodes(bilo__meta_fmnist *d, int tasks, int first_class, bilo_
     int64_t *sr = bilo_data(e->support_rows), *sy = bilo_data(e->support_y),
             *qr = bilo_data(e->query_rows), *qy = bilo_data(e->query_y);
     for (int t = 0; t < tasks; t++)
-        draw_episode(d, first_class, rng, sr + t * ns, sy + t * ns, qr + t * nq, qy + t * nq);
+        draw_episode(d, side, rng, sr + t * ns, sy + t * ns, qr + t * nq, qy + t * nq);
     return 0;
 }
 
-/* Images of episodes [first, first + count) of e as [count, rows, 784]. */
+/* Images of episodes [first, first + count) of a row table [episodes, per]: [count, per, 784]. */
 static bilo_tensor *episode_images(const bilo__meta_fmnist *d, bilo_tensor *rows, int64_t first,
                                    int64_t count)
 {
@@ -123,7 +126,7 @@ static int meta_begin_step(int64_t step, void *user)
     bilo__meta_fmnist *d = ((bilo_task *)user)->data;
     bilo_rng rng = bilo_rng_make(d->seed, STREAM_TRAIN_EPISODES + (uint64_t)step);
     bilo__episodes *e = &d->train;
-    int rc = draw_episodes(d, d->o.meta_batch, BILO__META_TRAIN_FIRST_CLASS, &rng, e);
+    int rc = draw_episodes(d, d->o.meta_batch, d->train_classes, &rng, e);
     if (rc < 0) return rc;
     bilo_scope_begin();
     e->support_x = bilo_keep(episode_images(d, e->support_rows, 0, d->o.meta_batch));
@@ -181,25 +184,28 @@ static bilo_tensor *meta_upper(bilo_tensor *const *x, bilo_tensor *const *y,
 /* ---- metrics -------------------------------------------------------------------------- */
 
 /* Heads of `tasks` episodes adapted from zero by adapt_T plain gradient steps on the support
-   loss (backbone fixed); new tensors in head[0..1]. */
+   loss (backbone fixed); new tensors in head[0..1]. Records the steps' graphs even though
+   the catalog runs metrics without recording. */
 static int adapt_heads(const bilo__meta_fmnist *d, bilo_tensor *feat, bilo_tensor *labels,
                        int64_t tasks, bilo_tensor **head)
 {
     bilo_dtype dt = bilo_dtype_of(feat);
     head[0] = bilo_zeros(dt, BILO_SHAPE(tasks, d->o.hidden, d->o.ways));
     head[1] = bilo_zeros(dt, BILO_SHAPE(tasks, d->o.ways));
-    for (int s = 0; s < d->o.adapt_T; s++) {
+    bool recording = bilo_set_grad_enabled(true);
+    int rc = head[0] && head[1] ? 0 : bilo_errcode();
+    for (int s = 0; rc == 0 && s < d->o.adapt_T; s++) {
         bilo_scope_begin();
         bilo_tensor *h[2] = {bilo_detach(head[0]), bilo_detach(head[1])}, *grads[2] = {0};
         bilo_set_requires_grad(h[0], true);
         bilo_set_requires_grad(h[1], true);
         bilo_tensor *loss = support_loss(feat, labels, h, d->o.reg);
-        int rc = loss ? bilo_grad(&loss, 1, NULL, h, 2, grads, 0) : bilo_errcode();
+        rc = loss ? bilo_grad(&loss, 1, NULL, h, 2, grads, 0) : bilo_errcode();
         for (int i = 0; rc == 0 && i < 2; i++) rc = bilo_axpy_(head[i], -d->o.adapt_lr, grads[i]);
         bilo_scope_end();
-        if (rc < 0) return rc;
     }
-    return 0;
+    bilo_set_grad_enabled(recording);
+    return rc;
 }
 
 /* Query accuracy and CE of test episodes [first, first + count) into acc[], loss[]. */
@@ -250,13 +256,9 @@ static int meta_metrics(bilo_task *t, double *values)
     if (!acc) return bilo__fail_code(BILO_ENOMEM, "bilo_task_metrics (meta-fmnist): out of memory");
     double *loss = acc + n;
     int rc = 0;
-    bilo_no_grad_begin();
-    bilo_scope_begin();
     bilo_tensor *f = meta_upper(t->x, t->y, NULL, t);
     if (f) values[0] = bilo_item(f);
     else rc = bilo_errcode();
-    bilo_scope_end();
-    bilo_no_grad_end();
     for (int64_t first = 0; rc == 0 && first < n; first += TEST_CHUNK) {
         bilo_scope_begin();
         int64_t count = n - first < TEST_CHUNK ? n - first : TEST_CHUNK;
@@ -326,105 +328,96 @@ static int meta_load(bilo_task *t, bilo__meta_fmnist *d, bilo_dtype dtype)
     bilo_keep(d->labels);
     if ((rc = index_classes(d)) < 0) return rc;
     bilo_rng rng = bilo_rng_make(d->seed, STREAM_TEST_EPISODES);
-    rc = draw_episodes(d, d->o.test_episodes, BILO__META_TEST_FIRST_CLASS, &rng, &d->test);
-    t->data = d; /* meta_begin_step reads it */
+    for (int k = 0; k < BILO__META_CLASSES_PER_SIDE; k++) {
+        bool halves = d->o.classes == BILO__META_HALVES;
+        d->train_classes[k] = halves ? k : 2 * k;
+        d->test_classes[k] = halves ? k + BILO__META_CLASSES_PER_SIDE : 2 * k + 1;
+    }
+    rc = draw_episodes(d, d->o.test_episodes, d->test_classes, &rng, &d->test);
     return rc < 0 ? rc : meta_begin_step(0, t);
 }
 
 /* Backbone W1 [784, hidden] Xavier-uniform with tanh's gain 5/3, b1 zero; heads zero. */
-static int meta_init(const bilo__meta_fmnist *d, bilo_dtype dtype, bilo_tensor **x,
-                     bilo_tensor **y)
+static int meta_init(bilo_task *t, const bilo__meta_fmnist *d, bilo_dtype dtype)
 {
     bilo_rng rng = bilo_rng_make(d->seed, STREAM_INIT);
     int64_t in = bilo_dim(d->images, 1), H = d->o.hidden, B = d->o.meta_batch, N = d->o.ways;
-    x[0] = bilo_keep(bilo_zeros(dtype, BILO_SHAPE(in, H)));
-    x[1] = bilo_keep(bilo_zeros(dtype, BILO_SHAPE(H)));
-    y[0] = bilo_keep(bilo_zeros(dtype, BILO_SHAPE(B, H, N)));
-    y[1] = bilo_keep(bilo_zeros(dtype, BILO_SHAPE(B, N)));
-    if (!x[0] || !x[1] || !y[0] || !y[1]) return bilo_errcode();
-    return bilo_nn_init_xavier_uniform(x[0], 5.0 / 3.0, &rng);
+    bilo_tensor *W1 = bilo_zeros(dtype, BILO_SHAPE(in, H));
+    if (bilo_nn_init_xavier_uniform(W1, 5.0 / 3.0, &rng) < 0) return bilo_errcode();
+    int rc = bilo__task_add_x(t, W1);
+    if (rc == 0) rc = bilo__task_add_x(t, bilo_zeros(dtype, BILO_SHAPE(H)));
+    if (rc == 0) rc = bilo__task_add_y(t, bilo_zeros(dtype, BILO_SHAPE(B, H, N)));
+    if (rc == 0) rc = bilo__task_add_y(t, bilo_zeros(dtype, BILO_SHAPE(B, N)));
+    return rc;
 }
 
 static int meta_build(bilo_task *t, const void *opts, const bilo_task_opts *o)
 {
     int rc = meta_check(opts);
     if (rc < 0) return rc;
-    bilo__meta_fmnist *d = bilo__calloc(1, sizeof *d);
+    bilo__meta_fmnist *d = t->data = bilo__calloc(1, sizeof *d);
     if (!d) return bilo__fail_code(BILO_ENOMEM, "bilo_task_new (meta-fmnist): out of memory");
     d->o = *(const bilo__meta_opts *)opts;
     d->seed = o->seed;
-    bilo_tensor *x[2] = {NULL, NULL}, *y[2] = {NULL, NULL};
-    bilo_scope_begin();
-    rc = meta_load(t, d, o->dtype);
-    if (rc == 0) rc = meta_init(d, o->dtype, x, y);
-    bilo_scope_end();
-    if (rc < 0) {
-        for (int i = 0; i < 2; i++) {
-            bilo_release(x[i]);
-            bilo_release(y[i]);
-        }
-        meta_free(d);
-        t->data = NULL;
-        return rc;
-    }
-    for (int i = 0; i < 2; i++) {
-        t->x[i] = x[i];
-        t->y[i] = y[i];
-    }
-    t->problem = (bilo_problem){.x = t->x, .n_x = 2, .y = t->y, .n_y = 2, .lower = meta_lower,
-                                .upper = meta_upper, .user = t, .begin_step = meta_begin_step};
+    if ((rc = meta_load(t, d, o->dtype)) < 0 || (rc = meta_init(t, d, o->dtype)) < 0) return rc;
+    t->problem.lower = meta_lower;
+    t->problem.upper = meta_upper;
+    t->problem.begin_step = meta_begin_step;
     static const char *const names[] = {"query_loss", "test_acc", "test_acc_ci95", "test_loss"};
-    for (int i = 0; i < 4; i++) t->metric_names[i] = names[i];
-    t->n_metrics = 4;
+    bilo__task_set_metrics(t, names, 4);
     /* Adam as meta_learning.py's outer optimizer; 1e-3 (its later phase) suits the small
        tanh backbone trained from scratch. */
     t->outer = (bilo_optim_opts){.kind = BILO_OPTIM_ADAM, .lr = 1e-3};
     return 0;
 }
 
-/* Every method restarts the heads from zero for each step's new episodes (reset=1), with the
-   inner settings the metric's adaptation uses (T = adapt_T = 20 plain steps of 0.1). */
+/* The heads restart from zero for each step's new episodes (reset=1) in every method that
+   supports it (BOME, F2SA, the single loops and penalty refuse a reset and warm-start the
+   heads from the previous episodes), with the inner settings the metric's adaptation uses
+   (T = adapt_T = 20 plain steps of 0.1; ES with meta_learning.py's μ = 0.1). The head's
+   curvature is at most ½·hidden + reg (tanh features), so lr 0.1 suits hidden = 64; wider
+   backbones need a smaller lr and adapt_lr (hidden = 256 diverged after ~150 steps). */
+static const bilo__method_setting meta_settings[] = {
+    {"itd", "T=20,lr=0.1,reset=1"},
+    {"aid-cg", "T=20,lr=0.1,reset=1,K=10"},
+    {"aid-ns", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
+    {"aid-fp", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
+    {"esj", "T=20,lr=0.1,reset=1,mu=0.1"},
+    {"esj-s", "T=20,optim=sgd,lr=0.1,reset=1,mu=0.1"},
+    {"pzobo", "T=20,lr=0.1,momentum=0,reset=1,mu=0.1"},
+    {"pzobo-s", "T=20,optim=sgd,lr=0.1,reset=1,mu=0.1"},
+    {"bome", "T=20,lr=0.1,y_lr=0.1"},
+    {"bome-hpo", "T=20,lr=0.1,momentum=0,y_lr=0.1,y_momentum=0"},
+    {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
+    {"soba", "T=20,lr=0.1,decay=0"},
+    {"fsla", "T=20,lr=0.1,decay=0"},
+    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {NULL, NULL}};
+
 static const char *meta_method_options(const char *method)
 {
-    static const struct {
-        const char *method, *options;
-    } table[] = {
-        {"itd", "T=20,lr=0.1,reset=1"},
-        {"aid-cg", "T=20,lr=0.1,reset=1,K=10"},
-        {"aid-ns", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
-        {"aid-fp", "T=20,lr=0.1,reset=1,K=10,eta=0.1"},
-        {"esj", "T=20,lr=0.1,reset=1,Q=1,mu=0.1,directions=sphere"},
-        {"esj-s", "T=20,lr=0.1,reset=1,Q=1,mu=0.1,directions=sphere"},
-        {"pzobo", "T=20,lr=0.1,reset=1,Q=1,mu=0.1,directions=sphere"},
-        {"pzobo-s", "T=20,lr=0.1,reset=1,Q=1,mu=0.1,directions=sphere"},
-        {"bome", "T=20,lr=0.1,reset=1,y_lr=0.1"},
-        {"f2sa", "T=20,lr=0.1,reset=1"},
-        {"soba", "T=20,lr=0.1,reset=1"},
-        {"fsla", "T=20,lr=0.1,reset=1"},
-        {"penalty", "T=20,lr=0.01,reset=1"},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
-        if (!strcmp(method, table[i].method)) return table[i].options;
-    return "";
+    return bilo__method_setting_find(meta_settings, method);
 }
 
 const bilo__task_kind bilo__task_meta_fmnist = {
     .name = "meta-fmnist",
     .help = "Few-shot meta-learning on Fashion-MNIST (the ANIL / PZOBO setting, Sow, Ji, Liang "
             "2022, meta_learning.py): N-way K-shot episodes (ways=5, shots=5, queries=15 per "
-            "class), meta-training classes 0-4, meta-test classes 5-9, images of the 60k "
-            "training file in [0, 1] (data_dir: where the IDX files are). Outer x: a backbone "
+            "class), meta-training classes 0-4 and meta-test classes 5-9 (classes=halves) or "
+            "even and odd classes (classes=alternate), images of the 60k training file in "
+            "[0, 1] (data_dir: where the IDX files are). Outer x: a backbone "
             "tanh(X W1 + b1) with hidden=64 units (Xavier init); inner y: one linear head per "
             "episode for meta_batch=16 episodes, drawn anew at every outer step from Philox "
             "keyed by (seed, step). g = Σ_episodes support CE + reg/2·‖head‖² (reg=0.5), f = "
             "query CE averaged over the episodes. Metrics: query_loss (f on the current "
             "episodes), test_acc and test_acc_ci95 (mean and 95% half-width over "
             "test_episodes=200 fixed meta-test episodes, heads adapted from zero by adapt_T=20 "
-            "plain gradient steps of adapt_lr=0.1), test_loss (their query CE).",
+            "plain gradient steps of adapt_lr=0.1), test_loss (their query CE). Outer optimizer: "
+            "Adam, lr 0.001.",
     .options = meta_options,
     .opts_size = sizeof(bilo__meta_opts),
     .defaults = "ways=5,shots=5,queries=15,meta_batch=16,hidden=64,reg=0.5,test_episodes=200,"
-                "adapt_T=20,adapt_lr=0.1",
+                "adapt_T=20,adapt_lr=0.1,classes=halves",
     .build = meta_build,
     .metrics = meta_metrics,
     .exact = NULL,

@@ -408,11 +408,21 @@ static void test_l2reg_fmnist(void)
 
 /* ---- meta-fmnist ---------------------------------------------------------------------- */
 
-/* Every episode of e: `ways` distinct classes of [first, first + 5), each with `shots` support
-   and `queries` query images of that class, episode label c for its c-th class, no image twice.
+static const int64_t LOWER_HALF[5] = {0, 1, 2, 3, 4}, UPPER_HALF[5] = {5, 6, 7, 8, 9},
+                     EVEN[5] = {0, 2, 4, 6, 8}, ODD[5] = {1, 3, 5, 7, 9};
+
+static bool among(int64_t c, const int64_t *classes)
+{
+    for (int k = 0; k < 5; k++)
+        if (classes[k] == c) return true;
+    return false;
+}
+
+/* Every episode of e: `ways` distinct classes among `classes`, each with `shots` support and
+   `queries` query images of that class, episode label c for its c-th class, no image twice.
    Returns the number of bad episodes. */
-static int64_t bad_episodes(const bilo__episodes *e, bilo_tensor *labels, int first, int ways,
-                            int shots, int queries)
+static int64_t bad_episodes(const bilo__episodes *e, bilo_tensor *labels, const int64_t *classes,
+                            int ways, int shots, int queries)
 {
     int64_t tasks = bilo_dim(e->support_rows, 0), bad = 0;
     int64_t ns = ways * shots, nq = ways * queries;
@@ -426,7 +436,7 @@ static int64_t bad_episodes(const bilo__episodes *e, bilo_tensor *labels, int fi
             for (int64_t i = 0; ok && i < n; i++) {
                 int64_t row = i64(file_rows[s])[t * n + i], c = i64(episode_y[s])[t * n + i];
                 int64_t cls = i64(labels)[row];
-                ok = c >= 0 && c < ways && cls >= first && cls < first + 5 &&
+                ok = c >= 0 && c < ways && among(cls, classes) &&
                      (class_of[c] < 0 || class_of[c] == cls);
                 if (ok) {
                     class_of[c] = cls;
@@ -454,6 +464,8 @@ static void test_meta_episodes(void)
         skip("meta-fmnist: episodes, reproducibility, metrics");
         return;
     }
+    check_error(!make("meta-fmnist", "ways=6", 1, BILO_F32), BILO_EINVAL, "ways = 6",
+                "meta-fmnist: more ways than meta-training classes");
     const char *o = "ways=3,shots=2,queries=4,meta_batch=6,hidden=8,test_episodes=60,adapt_T=3";
     bilo_task *t = make("meta-fmnist", o, 21, BILO_F64);
     bilo__meta_fmnist *d = t ? t->data : NULL;
@@ -464,12 +476,13 @@ static void test_meta_episodes(void)
            bilo_dim(p->y[0], 2) == 3 && bilo_dim(p->x[0], 1) == 8 &&
            bilo_dim(d->train.support_x, 1) == 6 && bilo_dim(d->train.query_x, 1) == 12,
            "meta-fmnist: heads [6, 8, 3], backbone [784, 8], support 6 and query 12 images");
-    tap_ok(bad_episodes(&d->test, d->labels, 5, 3, 2, 4) == 0 && bilo_dim(d->test.support_rows,
-                                                                           0) == 60,
+    tap_ok(bad_episodes(&d->test, d->labels, UPPER_HALF, 3, 2, 4) == 0 &&
+           bilo_dim(d->test.support_rows, 0) == 60,
            "meta-fmnist: 60 test episodes, 3-way 2-shot 4-query over classes 5-9");
     int64_t bad = 0;
     for (int64_t s = 0; s < 4; s++)
-        bad += p->begin_step(s, p->user) < 0 || bad_episodes(&d->train, d->labels, 0, 3, 2, 4);
+        bad += p->begin_step(s, p->user) < 0 ||
+               bad_episodes(&d->train, d->labels, LOWER_HALF, 3, 2, 4);
     tap_ok(bad == 0, "meta-fmnist: training episodes of steps 0-3 are 3-way 2-shot over 0-4");
     bool images_ok = true;
     for (int64_t i = 0; i < 12; i += 5) {
@@ -502,8 +515,52 @@ static void test_meta_episodes(void)
     check_fd(p, false, true, 0, 12, "meta-fmnist: dg/dW1");
     check_fd(p, true, true, 0, 12, "meta-fmnist: df/dW1");
     bilo_task_free(t);
-    check_error(!make("meta-fmnist", "ways=6", 1, BILO_F32), BILO_EINVAL, "ways = 6",
-                "meta-fmnist: more ways than meta-training classes");
+
+    t = make("meta-fmnist", "ways=5,shots=1,queries=2,meta_batch=4,test_episodes=8,"
+             "classes=alternate", 22, BILO_F32);
+    d = t ? t->data : NULL;
+    tap_ok(d && bad_episodes(&d->train, d->labels, EVEN, 5, 1, 2) == 0 &&
+           bad_episodes(&d->test, d->labels, ODD, 5, 1, 2) == 0,
+           "meta-fmnist classes=alternate: 5-way episodes over even classes, tests over odd");
+    bilo_task_free(t);
+}
+
+/* Every method the library has accepts the settings each task gives it ("" for a method the
+   task cannot run, e.g. exact at this size), and a step with each runs on a tiny instance. */
+static void test_method_settings(void)
+{
+    if (!have_fmnist) {
+        skip("every method accepts the dataset tasks' settings");
+        return;
+    }
+    const char *tasks[][2] = {{"hyperclean", "n_train=60,n_val=20,n_eval=20"},
+                              {"l2reg", "n_train=60,n_val=20"},
+                              {"meta-fmnist", "meta_batch=2,hidden=4,test_episodes=2"}};
+    int bad = 0, tried = 0;
+    for (int k = 0; k < 3; k++) {
+        bilo_task *t = make(tasks[k][0], tasks[k][1], 1, BILO_F32);
+        bad += !t;
+        for (int m = 0; t && bilo_estimator_method_name(m); m++) {
+            const char *method = bilo_estimator_method_name(m);
+            const char *opts = bilo_task_method_options(t, method);
+            if (!*opts) continue;
+            tried++;
+            bilo_task_reset(t);
+            bilo_estimator *e = bilo_estimator_new(method, bilo_task_problem(t), opts);
+            bilo_optim_opts oo = bilo_task_outer_opts(t);
+            bilo_optim *outer = bilo_optim_new(&oo, bilo_task_problem(t)->x,
+                                               bilo_task_problem(t)->n_x);
+            if (!e || !outer || bilo_estimator_step(e, outer) < 0) {
+                tap_diag("%s, %s (%s): %s", tasks[k][0], method, opts, bilo_last_error());
+                bad++;
+            }
+            bilo_optim_free(outer);
+            bilo_estimator_free(e);
+        }
+        bilo_task_free(t);
+    }
+    tap_ok(bad == 0 && tried >= 12, "every method accepts the dataset tasks' settings and steps "
+           "(%d pairs)", tried);
 }
 
 int main(void)
@@ -519,6 +576,7 @@ int main(void)
     test_hyperclean_seeds_and_errors();
     test_l2reg_fmnist();
     test_meta_episodes();
+    test_method_settings();
     rmdir(tmp_dir);
     bilo_mem_get_stats(&end);
     tap_ok(end.live_bytes == start.live_bytes, "no leaks: live bytes %zu -> %zu",
