@@ -101,16 +101,24 @@ typedef enum {
 } bilo_directions;
 
 /* ESJ / PZOBO (Sow, Ji, Liang 2021/2022): the response Jacobian from Q perturbed inner runs
-   that share the starting point and minibatch sequence of the unperturbed run; Hessian-free. */
+   that share the starting point and minibatch sequence of the unperturbed run; Hessian-free:
+   ĝ = ∇_x f(x, y_T) + (1/Q) Σ_q u_q ⟨(y_T(x + μu_q) − y_T(x))/μ, ∇_y f(x, y_T)⟩. Every run
+   starts from the same y (warm start, or the initial y with inner.reset) with a fresh inner
+   optimizer; a step keeps the unperturbed run's y_T. Cost per estimate: (1 + Q)·T gradients
+   of g (1 + 2Q runs when antithetic), one of f, no HVP; no graph outlives an inner step, so
+   memory does not grow with T. inner.tol must be 0: every run takes exactly T steps. */
 typedef struct {
     bilo_inner_opts inner;
-    int Q;                      /* perturbations per estimate, 1 when 0 */
+    int Q;                      /* perturbations per estimate, 1 when 0 (at most 2^20) */
     double mu;                  /* smoothing radius μ, 0.01 when 0 */
-    bilo_directions directions; /* gaussian (default), sphere or coordinate */
+    bilo_directions directions; /* gaussian (default), sphere or coordinate (Q is then dim x) */
     bool antithetic;            /* pairs x ± μu (central differences), 2Q perturbed runs */
-    uint64_t seed;              /* direction streams keyed by (seed, outer step, q) */
-    int threads;                /* perturbed runs in parallel; 0: bilo_get_threads(). The
-                                   callbacks are then called from several threads at once */
+    uint64_t seed;              /* direction q of outer step k comes from the Philox stream
+                                   (seed, k·2^32 + q); bilo_estimator_hypergradient uses the
+                                   next step's directions */
+    int threads;                /* runs in parallel; 0: bilo_get_num_threads(). The callbacks
+                                   are then called from several threads at once. Results do not
+                                   depend on it */
 } bilo_es_opts;
 
 typedef enum {

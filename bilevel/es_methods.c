@@ -10,11 +10,13 @@
    coordinate mode reproduces the ITD hypergradient for any μ).
 
    Every path (the base run at x and one per perturbed point) starts from the same y0 with a
-   fresh inner optimizer and sees the same minibatch sequence. The paths advance in lockstep:
-   at inner step t the calling thread draws one minibatch of the lower level and every path
-   takes its step on it, in parallel. So the batches are shared read-only, only one batch is
-   alive at a time, and no graph outlives an inner step: memory is O(paths · (dim x + dim y))
-   plus one batch and one step's graph per thread, independent of T. */
+   fresh inner optimizer and sees the same minibatch sequence. Without lower minibatches each
+   path runs its T steps as one task of a parallel loop. With them the paths advance in
+   lockstep: at inner step t the calling thread draws one minibatch and every path takes its
+   step on it, in parallel, so the batches are shared read-only and only one is alive at a
+   time (T fork/joins per estimate instead of one). No graph outlives an inner step: memory
+   is O(paths · (dim x + dim y)) plus one batch and one step's graph per thread, independent
+   of T (the coordinate mode, meant for checks on small x, has dim x + 1 paths). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +45,8 @@ typedef struct {
     es_path *paths;
     bilo_tensor **ys; /* n_paths × n_y inner iterates */
 } es_run;
+
+enum { ES_MAX_DIRS = 1 << 20 }; /* directions per estimate: keeps 1 + 2·Q paths an int */
 
 static const bilo_es_opts *es_opts(const bilo_estimator *e) { return e->opts; }
 
@@ -137,9 +141,9 @@ static int open_run(es_run *r, bilo_tensor *const *x, bilo_tensor *const *y0)
     bilo_estimator *e = r->e;
     int nx = e->prob.n_x, ny = e->prob.n_y, rc = 0;
     int64_t dirs = r->o->directions == BILO_DIRECTIONS_COORDINATE ? list_numel(x, nx) : r->o->Q;
-    if (dirs > (1 << 20))
+    if (dirs > ES_MAX_DIRS)
         return bilo__fail_code(BILO_EINVAL, "bilo_estimator (%s): %lld coordinate directions "
-                               "(dim x) is too many", e->name, (long long)dirs);
+                               "(dim x) exceed %d", e->name, (long long)dirs, ES_MAX_DIRS);
     r->n_dirs = (int)dirs;
     r->n_paths = 1 + r->n_dirs * (r->o->antithetic ? 2 : 1);
     r->u = bilo__calloc((size_t)r->n_dirs * (size_t)nx, sizeof *r->u);
@@ -186,19 +190,23 @@ static int first_path_error(const es_run *r)
     return 0;
 }
 
-/* T lockstep inner steps of every path; costs summed in path order. */
+/* T inner steps of every path, in one parallel region when the lower level is full-batch.
+   With minibatches the paths advance in lockstep, one region per step, so that the calling
+   thread draws each batch once and every path reads it. Costs are summed in path order. */
 static int run_paths(es_run *r)
 {
     bilo_estimator *e = r->e;
-    int nt = run_threads(r->o), rc = 0;
+    int nt = run_threads(r->o), rc = 0, T = e->inner.T;
+    int chunk = e->prob.lower_data ? 1 : T;
     if (nt > r->n_paths) nt = r->n_paths;
-    for (int t = 0; t < e->inner.T && rc == 0; t++) {
+    for (int t = 0; t < T && rc == 0; t += chunk) {
         bilo_batch batch;
         const bilo_batch *use;
         bilo_scope_begin();
         rc = bilo__next_batch(e, false, &batch, &use);
         if (rc == 0) {
-            BILO__PARALLEL_FOR(nt, p, r->n_paths, path_step(e, &r->paths[p], use););
+            BILO__PARALLEL_FOR(nt, p, r->n_paths,
+                               for (int s = 0; s < chunk; s++) path_step(e, &r->paths[p], use););
             rc = first_path_error(r);
         }
         bilo_scope_end();
@@ -296,9 +304,9 @@ const bilo__option bilo__es_options[] = {
 static int check_es_opts(const bilo_es_opts *o)
 {
     static const char api[] = "bilo_esj_new";
-    if (o->Q < 1 || o->threads < 0)
-        return bilo__fail_code(BILO_EINVAL, "%s: Q = %d must be >= 1 and threads = %d >= 0", api,
-                               o->Q, o->threads);
+    if (o->Q < 1 || o->Q > ES_MAX_DIRS || o->threads < 0)
+        return bilo__fail_code(BILO_EINVAL, "%s: Q = %d must lie in 1..%d and threads = %d be "
+                               ">= 0", api, o->Q, ES_MAX_DIRS, o->threads);
     if (!(o->mu > 0) || !isfinite(o->mu))
         return bilo__fail_code(BILO_EINVAL, "%s: mu = %g must be finite and > 0", api, o->mu);
     if ((unsigned)o->directions > BILO_DIRECTIONS_COORDINATE)
