@@ -128,7 +128,8 @@ typedef enum {
 
 /* BOME (Ye et al. 2022): T steps of the inner optimizer (fresh state each outer step) from y
    give ŷ; q = g(x, y) − g(x, ŷ) with ŷ held fixed; d = ∇f + λ∇q over (x, y) with
-   λ = max(φ − ⟨∇f, ∇q⟩, 0)/(‖∇q‖² + eps), λ = 0 when that denominator is 0. An outer step
+   λ = max(φ − ⟨∇f, ∇q⟩, 0)/‖∇q‖² (eps added to every ‖∇q‖²), λ = 0 when ‖∇q‖² + eps is 0,
+   so that ⟨d, ∇q⟩ = φ whenever λ > 0 (and eps = 0). An outer step
    moves y by −y_lr·d_y itself (heavy ball when y_momentum > 0) and hands d_x to the outer
    optimizer. First-order only; a step costs T + 2 gradients of g and one of f, no HVP
    (T + 3, the notes' table). With minibatches every g evaluation draws the next batch.
@@ -140,8 +141,8 @@ typedef struct {
     double eta;            /* η, 0.5 when 0 */
     double y_lr;           /* step size of y in the joint step, 0.01 when 0 */
     double y_momentum;     /* heavy-ball momentum of that step in [0, 1), 0 by default */
-    double eps;            /* added to ‖∇q‖² as in the authors' code (1e-8 HPO, 1e-4 toys);
-                              0 (default, as the benchmark): the λ identity holds exactly */
+    double eps;            /* added to ‖∇q‖² in λ and in φ = η(‖∇q‖² + eps), as the authors'
+                              HPO (1e-8) and toy (1e-4) code do; 0 (default): the benchmark */
 } bilo_bome_opts;
 
 /* F2SA (Kwon et al. 2023): y on f + λg and z on g by T plain gradient steps each,

@@ -334,8 +334,9 @@ static const bilo__method methods[] = {
     {"aid-fp", "", aid_options, sizeof(bilo_aid_opts), make_fp},
     {"bome", "T=10,lr=0.1,y_lr=0.1,eta=0.5,phi=grad_norm", bilo__bome_options,
      sizeof(bilo_bome_opts), bilo__bome_make},
-    {"bome-hpo", "T=10,lr=0.01,momentum=0.9,y_lr=0.01,y_momentum=0.9,eta=0.1,phi=value,eps=1e-8",
-     bilo__bome_options, sizeof(bilo_bome_opts), bilo__bome_make},
+    /* the data-cleaning script's defaults; its ŷ momentum also persists across outer steps */
+    {"bome-hpo", "T=10,lr=0.01,momentum=0.9,y_lr=0.01,y_momentum=0.9,eta=0.1,phi=value,"
+     "eps=1e-8", bilo__bome_options, sizeof(bilo_bome_opts), bilo__bome_make},
     {"f2sa", "T=10,lr=0.01,lambda0=1,delta=0.1,decay=1", bilo__f2sa_options,
      sizeof(bilo_f2sa_opts), bilo__f2sa_make},
     /* ESJ/PZOBO presets from the authors' scripts (research notes §A1): HyperRepresentation

@@ -174,7 +174,8 @@ static int bome_step_grads(bilo_estimator *e, bilo_optim *outer, bilo_tensor **g
     int nx = e->prob.n_x, ny = e->prob.n_y, rc;
     bilo_tensor *xa[nx], *ya[ny], *dy[ny];
     (void)outer; /* BOME publishes no outer schedule */
-    if ((rc = bilo__grad_aliases(e->x, nx, xa)) < 0 || (rc = bilo__grad_aliases(e->y, ny, ya)) < 0 ||
+    if ((rc = bilo__grad_aliases(e->x, nx, xa)) < 0 ||
+        (rc = bilo__grad_aliases(e->y, ny, ya)) < 0 ||
         (rc = bome_direction(e, xa, ya, grads, dy)) < 0 ||
         (rc = bilo__check_finite(e, "hypergradient", grads, nx)) < 0 ||
         (rc = bilo__check_finite(e, "inner direction", dy, ny)) < 0)
@@ -271,7 +272,7 @@ static int f2sa_iteration(bilo_estimator *e, bilo_tensor *const *xd, bilo_tensor
         (rc = level_grad(e, false, xd, za, za, ny, gz, NULL)) == 0 &&
         (rc = bilo__check_finite(e, "inner gradient of g", gy, ny)) == 0 &&
         (rc = bilo__check_finite(e, "inner gradient of f", fy, ny)) == 0 &&
-        (rc = bilo__check_finite(e, "inner gradient of g", gz, ny)) == 0) {
+        (rc = bilo__check_finite(e, "inner gradient of g at z", gz, ny)) == 0) {
         e->last.inner_iters++;
         double tol = e->inner.tol;
         *small = tol > 0 && combined_norm(r->lambda, gy, fy, ny) <= tol &&
@@ -330,8 +331,8 @@ static int f2sa_step_grads(bilo_estimator *e, bilo_optim *outer, bilo_tensor **g
         (rc = bilo__check_finite(e, "hypergradient", grads, nx)) < 0 ||
         (rc = copy_into(e->y, yw, ny)) < 0 || (rc = copy_into(z, zw, ny)) < 0)
         return rc;
-    if (!o->fixed_lambda &&
-        bilo_fill_(e->state[F2SA_LAMBDA], f2sa_lambda(e) + o->delta * pow((double)(t + 1), -1.0 / 7)) < 0)
+    double next_lambda = f2sa_lambda(e) + o->delta * pow((double)(t + 1), -1.0 / 7);
+    if (!o->fixed_lambda && bilo_fill_(e->state[F2SA_LAMBDA], next_lambda) < 0)
         return bilo_errcode();
     if (o->outer_lr > 0) bilo_optim_set_lr(outer, o->outer_lr * f2sa_decay(o, t, 4.0 / 7));
     return 0;

@@ -3,7 +3,6 @@
    coreset toy: the λ identity of every BOME step, the coreset optimum, F2SA's O(1/λ) bias
    in closed form, cost counters, convergence, memory flat in T, checkpoint/resume, errors. */
 #include <stdio.h>
-#include <unistd.h>
 
 #include "bilevel_quadratic.h"
 
@@ -66,7 +65,7 @@ static bilo_estimator *make_named(vars *v, quad *q, const double *x0, const doub
     return e;
 }
 
-/* The estimator's hypergradient at (x, y) into out (n_x·... flattened); 0 or a code. */
+/* The estimator's hypergradient at v's (x, y), flattened into out; 0 or a code. */
 static int hypergradient_at(bilo_estimator *e, vars *v, double *out)
 {
     bilo_tensor *g[2];
@@ -81,7 +80,8 @@ static int hypergradient_at(bilo_estimator *e, vars *v, double *out)
 
 /* The direction d = (d_x, d_y) of one BOME step is recovered from the estimator: d_x is its
    hypergradient at the step's point, d_y = (y_before − y_after)/y_lr. ∇f, ∇q and φ come from
-   the closed form with ŷ = T gradient steps of size lr from y. */
+   the closed form with ŷ = 3 gradient steps of size 0.1 from y (the run's options). The gap
+   |⟨d, ∇q⟩ − φ| is measured against the size of the identity's terms, |φ| + |∇f||∇q|. */
 typedef struct {
     int active, inactive;
     double worst_identity, worst_inactive;
@@ -152,6 +152,27 @@ static void test_lambda_identity(bool value_phi)
     bilo_estimator_free(e);
     free_vars(&v);
     free_quad(&q);
+}
+
+/* x and y split into two tensors each give BOME the same direction as one tensor each. */
+static void test_bome_split(void)
+{
+    const double y_start[NY] = {0.5, -1.0, 2.0, 0.0};
+    double d[2][NX];
+    int rc = 0;
+    for (int split = 0; split < 2; split++) {
+        quad q;
+        make_quad(&q, LAMBDA, 1 + split, 1 + split);
+        vars v;
+        bilo_estimator *e = make_named(&v, &q, XP, y_start, "bome", "T=3,phi=value");
+        rc |= e ? hypergradient_at(e, &v, d[split]) : -1;
+        bilo_estimator_free(e);
+        free_vars(&v);
+        free_quad(&q);
+    }
+    tap_ok(rc == 0 && dist(d[0], d[1], NX) <= 1e-14 * norm(d[0], NX),
+           "BOME: two x ([2], [1,1]) and two y ([2,1], [2]) give the same direction (%.2g)",
+           dist(d[0], d[1], NX));
 }
 
 /* ---- 2. BOME's coreset toy (notes §B5) ----------------------------------------------- */
@@ -311,12 +332,35 @@ static void expect_costs(const char *name, const char *opts, int64_t f, int64_t 
     free_quad(&q);
 }
 
+/* inner.tol ends the T inner steps early; the iterations counted include the last check. */
+static void expect_tol_stop(const char *name, const char *opts)
+{
+    quad q;
+    make_quad(&q, LAMBDA, 1, 1);
+    double ys[NY], grad[NX];
+    y_star(&q, XP, ys);
+    for (int i = 0; i < NY; i++) ys[i] += 0.5; /* start half a unit off y* */
+    vars v;
+    bilo_estimator *e = make_named(&v, &q, XP, ys, name, opts);
+    int rc = e ? hypergradient_at(e, &v, grad) : -1;
+    bilo_cost last;
+    bilo_estimator_report(e, &last, NULL);
+    tap_ok(rc == 0 && last.inner_iters > 10 && last.inner_iters < 1000,
+           "%s %s: tol stops the inner loop after %lld of 100000 iterations", name, opts,
+           (long long)last.inner_iters);
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
 static void test_costs(void)
 {
     expect_costs("bome", "T=7", 1, 9, 7, "T + 3 gradients (g: T + 2, f: 1)");
     expect_costs("bome-hpo", "", 1, 12, 10, "T + 3 gradients (preset T = 10)");
     expect_costs("f2sa", "T=7", 8, 16, 7, "3T + 3 gradients (g: 2T + 2, f: T + 1)");
     expect_costs("f2sa", "", 11, 22, 10, "3T + 3 gradients (preset T = 10)");
+    expect_tol_stop("bome", "T=100000,lr=0.2,tol=1e-8");
+    expect_tol_stop("f2sa", "T=100000,lr=0.2,fixed_lambda=1,decay=0,tol=1e-8");
 }
 
 /* ---- 5. convergence on the quadratic ------------------------------------------------ */
@@ -448,6 +492,20 @@ static void test_resume(const char *name, const char *opts)
     remove(ckpt);
 }
 
+/* The same steps at 1 and 2 kernel threads give bit-identical iterates. */
+static void test_threads(const char *name, const char *opts)
+{
+    double x[2][NX], y[2][NY];
+    int rc = 0, threads = bilo_get_num_threads();
+    for (int k = 0; k < 2; k++) {
+        bilo_set_num_threads(k + 1);
+        rc |= driver_run(name, opts, 10, false, false, x[k], y[k]);
+    }
+    bilo_set_num_threads(threads);
+    tap_ok(rc == 0 && !memcmp(x[0], x[1], sizeof x[0]) && !memcmp(y[0], y[1], sizeof y[0]),
+           "%s: 10 steps at 1 and 2 threads are bit-identical", name);
+}
+
 /* ---- 8. errors --------------------------------------------------------------------------- */
 
 static void expect_bad(const char *name, const char *opts, const char *needle)
@@ -546,6 +604,7 @@ int main(void)
     bilo_mem_get_stats(&start);
     test_lambda_identity(false);
     test_lambda_identity(true);
+    test_bome_split();
     test_coreset();
     test_f2sa_bias();
     test_costs();
@@ -559,6 +618,8 @@ int main(void)
     } else {
         tap_ok(0, "mkdtemp %s", tmpdir);
     }
+    test_threads("bome", "T=5,lr=0.1,y_lr=0.1,y_momentum=0.5");
+    test_threads("f2sa", "T=5,lr=0.1,delta=1,decay=1,outer_lr=0.2");
     test_bad_options();
     test_failed_step("bome", "T=5,lr=0.1,y_lr=0.1,y_momentum=0.5");
     test_failed_step("f2sa", "T=5,lr=0.1,fixed_lambda=1,lambda0=3,decay=0");
