@@ -142,5 +142,10 @@ extern const bilo__option bilo__bome_options[], bilo__f2sa_options[];
 bilo_estimator *bilo__bome_make(const bilo_problem *p, const void *opts);
 bilo_estimator *bilo__f2sa_make(const bilo_problem *p, const void *opts);
 extern const bilo__option bilo__es_options[]; /* es_methods.c: esj, esj-s, pzobo, pzobo-s */
+/* Option tables and by-name constructors of the methods in their own files. */
+extern const bilo__option bilo__single_loop_options[], bilo__penalty_options[];
+bilo_estimator *bilo__make_soba(const bilo_problem *p, const void *opts);
+bilo_estimator *bilo__make_fsla(const bilo_problem *p, const void *opts);
+bilo_estimator *bilo__make_penalty(const bilo_problem *p, const void *opts);
 
 #endif

@@ -167,19 +167,43 @@ typedef struct {
                               stable while λ grows; false (default): the benchmark's γ_y */
 } bilo_f2sa_opts;
 
-/* SOBA (Dagréou et al. 2022) and FSLA (Li, Gu, Huang 2022): one loop moving y, the linear-
-   system state v (≈ [∇²_yy g]⁻¹∇_y f up to sign) and, for FSLA, the STORM momentum d. */
+/* SOBA (Dagréou et al. 2022) and FSLA (Li, Gu, Huang 2022), as the SOBA authors' benchmark
+   implements them: one loop moving y, the linear-system state v and, for FSLA, the STORM
+   momentum d; no inner problem is solved. Update u (u = steps·T + k) uses γ_u = s/√(u+1)
+   (s = inner.optim.lr, γ_u = s without decay):
+   - SOBA: at (x, y, v), on one lower and one upper batch, direction ∇_x f + ∇²_xy g·v, then
+     y −= γ∇_y g, v −= γ(∇²_yy g·v + ∇_y f), so v → −[∇²_yy g]⁻¹∇_y f. Per update: 1 gradient
+     of f and of g, 1 product (Hv and Jv from one double backprop).
+   - FSLA: y −= γ∇_y g; v −= γ(∇²_yy g(y⁺)·v − ∇_y f(y⁺)) (v → +[∇²_yy g]⁻¹∇_y f);
+     ω = ∇_x f − ∇²_xy g·v at (x, y⁺, v⁺) and ω_old the same at (x_prev, y, v) on the same
+     upper and lower batches; d = ω + (1−η)(d − ω_old) with η = γ; x_prev = x; direction d.
+     d and x_prev start at zero as in the benchmark. Per update: 3 gradients of f, 4 of g,
+     3 products.
+   The state (v; FSLA's d and x_prev) is checkpointed by bilo_driver_run. */
 typedef struct {
-    bilo_inner_opts inner; /* T single-loop updates of y and v per outer step (1 when 0);
-                              inner.optim.lr is the base step s of γ_t = s/√(t+1) */
+    bilo_inner_opts inner; /* T single-loop updates per outer step (1 when 0); inner.optim.lr
+                              is the base step s (0.1 when 0). Plain steps only: optim other
+                              than sgd, momentum, reset and tol are rejected */
     bool decay;            /* the published 1/√(t+1) decay of every step size */
-    double outer_lr;       /* α_t = outer_lr/√(t+1) when decay, else outer_lr */
+    double outer_lr;       /* α_t = outer_lr/√(t+1) when decay, else outer_lr (t: outer step) */
 } bilo_single_loop_opts;
 
-/* Penalty (Mehra, Hamm 2021): augmented Lagrangian f + νᵀ∇_y g + (ρ/2)‖∇_y g‖² (+ λg for y),
-   T Adam-style steps on y then one outer step; ρ, λ, ε, ν follow the authors' schedule. */
+/* Penalty (Mehra, Hamm 2021), as the authors' code implements it: with
+   h_upper = f + νᵀ∇_y g + (ρ/2)‖∇_y g‖² and h_lower = h_upper + λg, T steps of the inner
+   optimizer (inner.optim, e.g. Adam as the authors; the preset "penalty" sets it) on y along
+   ∇_y h_lower, then the outer direction ∇_x h_upper; both from one double-backprop product of
+   ∇_y g with ν + ρ∇_y g, so a step costs T + 1 products and T + 1 gradients of f and of g.
+   Schedule: when ‖∇_x h_upper‖⁴ + ‖∇_y h_lower‖⁴ < ε² at the point an outer step reached
+   (the code squares the squared norms; this test does the same), ρ ← c_ρρ, λ ← c_λλ,
+   ε ← c_εε, ν ← ν + ρ∇_y g (new ρ) and both step sizes × lr_decay: the outer optimizer's lr
+   becomes its lr at the first step times the product of the decays. The check runs at the
+   start of the next step (with minibatches: on that step's first batches) and shares its
+   products with the first inner step; an advancing step pays one product (and one gradient of
+   f and g) more. ν starts at nu0 everywhere; ν, ρ, λ, ε and the decay are checkpointed.
+   bilo_estimator_hypergradient runs the T steps with a fresh inner optimizer. */
 typedef struct {
-    bilo_inner_opts inner; /* T (niter) steps on y against h_lower */
+    bilo_inner_opts inner; /* T (niter) steps on y against h_lower, 20 when 0; reset and tol
+                              are not supported */
     double rho0, lambda0, eps0, nu0;   /* 1e-2, 1e-2, 1e-2, 1e-4 when 0 */
     double c_rho, c_lambda, c_eps;     /* 1.1, 0.9, 0.9 when 0 */
     double lr_decay;       /* both step sizes ×lr_decay when the schedule advances, 0.9 when 0 */

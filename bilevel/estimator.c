@@ -350,6 +350,13 @@ static const bilo__method methods[] = {
      bilo__es_options, sizeof(bilo_es_opts), make_esj},
     {"pzobo-s", "T=10,mu=0.01,Q=1,directions=sphere,optim=adam,lr=0.001", bilo__es_options,
      sizeof(bilo_es_opts), make_esj},
+    {"soba", "lr=0.1,decay=1,T=1", bilo__single_loop_options, sizeof(bilo_single_loop_opts),
+     bilo__make_soba},
+    {"fsla", "lr=0.1,decay=1,T=1", bilo__single_loop_options, sizeof(bilo_single_loop_opts),
+     bilo__make_fsla},
+    {"penalty", "T=20,optim=adam,lr=1e-4,rho0=1e-2,lambda0=1e-2,eps0=1e-2,nu0=1e-4,c_rho=1.1,"
+     "c_lambda=0.9,c_eps=0.9,lr_decay=0.9", bilo__penalty_options, sizeof(bilo_penalty_opts),
+     bilo__make_penalty},
 };
 enum { N_METHODS = sizeof methods / sizeof *methods };
 
