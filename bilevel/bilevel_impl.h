@@ -98,10 +98,14 @@ int bilo__state_alloc(bilo_estimator *e, int n);
 /* ---- options by name ------------------------------------------------------------------ */
 
 typedef enum { BILO__OPT_INT, BILO__OPT_DOUBLE, BILO__OPT_BOOL, BILO__OPT_U64,
-               BILO__OPT_CHOICE } bilo__opt_type;
+               BILO__OPT_CHOICE, BILO__OPT_STRING } bilo__opt_type;
+
+/* Size of a STRING option's field: char[BILO__OPT_STRING_LEN] (e.g. a data path). */
+#define BILO__OPT_STRING_LEN 256
 
 /* One "key=value" option: where it lives in the method's option struct. CHOICE stores the
-   index (an int-sized enum) of the value in the NULL-terminated `choices`. */
+   index (an int-sized enum) of the value in the NULL-terminated `choices`; STRING copies the
+   value into a char[BILO__OPT_STRING_LEN] field (a longer value is rejected). */
 typedef struct {
     const char *key;
     bilo__opt_type type;

@@ -259,10 +259,15 @@ typedef struct {
     void *user;                 /* passed to metric */
     const char *csv_path;       /* NULL: no log. Header, then one row per evaluation: step, the
                                    last and total of every bilo_cost counter, seconds, metrics */
-    bool progress;              /* one line rewritten on stderr, only when it is a terminal */
+    bool progress;              /* on stderr: one line rewritten when it is a terminal (step,
+                                   first metric, elapsed, ETA), else a plain line every ~10% */
     const char *checkpoint_path;/* NULL: no checkpoints */
     int64_t checkpoint_every;   /* 0: none */
     bool resume;                /* continue from checkpoint_path when that file exists */
+    double time_budget;         /* seconds for this call, 0: none. Once past it the run stops
+                                   after the current step, evaluated and checkpointed, and
+                                   returns 0: bilo_estimator_report's steps tell how far it got */
+    const char *label;          /* progress lines start "[label]"; NULL: the estimator's name */
 } bilo_driver_opts;
 
 /* Runs outer steps until o->steps (outer: the optimizer over the problem's x). Checkpoints hold

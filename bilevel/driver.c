@@ -1,11 +1,12 @@
-/* The outer driver: N outer steps with periodic metrics, a CSV log, a terminal progress line
-   and atomic checkpoints that a later run resumes bit for bit.
+/* The outer driver: N outer steps with periodic metrics, a CSV log, a progress line, an
+   optional time budget and atomic checkpoints that a later run resumes bit for bit.
 
    A checkpoint is a bilo_save_params file (CRC-checked, written atomically) holding, in order:
    a meta vector (int64 fields stored bit for bit in an f64 tensor, a dtype the format has),
    x, y, the outer optimizer's state, the inner optimizer's state and
    the warm-start v (zeros where the estimator has none yet; meta says which). The meta vector
    ends with both levels' batcher positions. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -37,7 +38,7 @@ typedef struct {
     FILE *csv;
     double t0;
     int64_t first_step;   /* the step this run started after */
-    double shown;         /* first metric at the last evaluation, for the progress line */
+    double shown;         /* first metric at the last evaluation (NaN before one), for progress */
 } driver;
 
 static double now_seconds(void)
@@ -305,15 +306,22 @@ static int evaluate(driver *d, int64_t step)
                                                  o->csv_path);
 }
 
-static void show_progress(const driver *d, int64_t step)
+/* On a terminal one line rewritten after every step; elsewhere (a log file, a pipe) a plain
+   line every ~10% of the run so that the log stays short. */
+static void show_progress(const driver *d, int64_t step, bool tty, bool last)
 {
     const bilo_driver_opts *o = d->o;
+    int64_t tenth = o->steps / 10 > 0 ? o->steps / 10 : 1;
+    if (!tty && step % tenth != 0 && !last) return;
     double elapsed = now_seconds() - d->t0;
     double eta = elapsed / (double)(step - d->first_step) * (double)(o->steps - step);
-    fprintf(stderr, "\rstep %lld/%lld", (long long)step, (long long)o->steps);
-    if (o->metric && o->n_metrics > 0) fprintf(stderr, "  %s %.6g", o->metric_names[0], d->shown);
-    fprintf(stderr, "  elapsed %.1fs  ETA %.1fs ", elapsed, eta);
-    if (step == o->steps) fputc('\n', stderr);
+    const char *label = o->label ? o->label : d->e->name;
+    fprintf(stderr, "%s[%s] step %lld/%lld", tty ? "\r" : "", label, (long long)step,
+            (long long)o->steps);
+    if (o->metric && o->n_metrics > 0 && !isnan(d->shown))
+        fprintf(stderr, "  %s=%.6g", o->metric_names[0], d->shown);
+    fprintf(stderr, "  elapsed %.1fs  ETA %.1fs%s", elapsed, eta, tty ? "\033[K" : "");
+    if (!tty || last) fputc('\n', stderr);
     fflush(stderr);
 }
 
@@ -328,22 +336,32 @@ static int check_opts(const bilo_estimator *e, const bilo_optim *outer, const bi
                                "checkpoint_every %lld and n_metrics %d must be >= 0 (with names "
                                "for the metrics)", (long long)o->steps, (long long)o->eval_every,
                                (long long)o->checkpoint_every, o->n_metrics);
+    if (!(o->time_budget >= 0))
+        return bilo__fail_code(BILO_EINVAL, "bilo_driver_run: time_budget %g must be >= 0",
+                               o->time_budget);
     return 0;
+}
+
+static bool over_budget(const driver *d, int64_t step)
+{
+    return d->o->time_budget > 0 && step < d->o->steps &&
+           now_seconds() - d->t0 >= d->o->time_budget;
 }
 
 static int run_steps(driver *d)
 {
     const bilo_driver_opts *o = d->o;
-    bool tty = o->progress && isatty(STDERR_FILENO);
+    bool tty = isatty(STDERR_FILENO);
     for (int64_t step = d->first_step + 1; step <= o->steps; step++) {
         int rc = bilo_estimator_step(d->e, d->outer);
-        bool eval = step == o->steps || (o->eval_every > 0 && step % o->eval_every == 0);
+        bool stop = rc == 0 && over_budget(d, step);
+        bool eval = stop || step == o->steps || (o->eval_every > 0 && step % o->eval_every == 0);
         if (rc == 0 && eval) rc = evaluate(d, step);
-        if (rc == 0 && o->checkpoint_path && o->checkpoint_every > 0 &&
-            step % o->checkpoint_every == 0)
-            rc = save_checkpoint(d, step);
+        bool save = stop || (o->checkpoint_every > 0 && step % o->checkpoint_every == 0);
+        if (rc == 0 && o->checkpoint_path && save) rc = save_checkpoint(d, step);
         if (rc < 0) return rc;
-        if (tty) show_progress(d, step);
+        if (o->progress) show_progress(d, step, tty, stop || step == o->steps);
+        if (stop) break;
     }
     return 0;
 }
@@ -352,7 +370,7 @@ int bilo_driver_run(bilo_estimator *e, bilo_optim *outer, const bilo_driver_opts
 {
     int rc = check_opts(e, outer, o);
     if (rc < 0) return rc;
-    driver d = {.e = e, .outer = outer, .o = o, .t0 = now_seconds()};
+    driver d = {.e = e, .outer = outer, .o = o, .t0 = now_seconds(), .shown = NAN};
     d.s_outer = states_per_param(outer);
     d.s_inner = states_per_param(e->inner_opt);
     d.n = 1 + e->prob.n_x * (1 + d.s_outer) + e->prob.n_y * (2 + d.s_inner) + e->n_state;

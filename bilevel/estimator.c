@@ -247,6 +247,10 @@ static int parse_value(const bilo__option *o, const char *s, void *opts)
                 return 0;
             }
         return -1;
+    case BILO__OPT_STRING:
+        if (!*s || strlen(s) >= BILO__OPT_STRING_LEN) return -1;
+        strcpy(field, s);
+        return 0;
     }
     return -1;
 }

@@ -12,6 +12,9 @@ static const bilo__task_kind *const kinds[] = {
     &bilo__task_coreset,
     &bilo__task_hyperrep,
     &bilo__task_meta_sinusoid,
+    &bilo__task_hyperclean,
+    &bilo__task_l2reg,
+    &bilo__task_meta_fmnist,
     NULL,
 };
 

@@ -104,6 +104,7 @@ typedef struct {
     const char *csv, *ckpt;
     bool resume;
     int64_t fail_upper_at, fail_metric_at;
+    double time_budget;
 } run_spec;
 
 /* One process' worth of work: fresh tensors, estimator and Adam outer optimizer, one driver
@@ -122,7 +123,8 @@ static int run(const run_spec *s, double *xo, double *yo)
     bilo_driver_opts o = {.steps = s->steps, .eval_every = s->eval_every, .metric = metric,
                           .metric_names = metric_names, .n_metrics = 2, .user = &q,
                           .csv_path = s->csv, .checkpoint_path = s->ckpt,
-                          .checkpoint_every = s->checkpoint_every, .resume = s->resume};
+                          .checkpoint_every = s->checkpoint_every, .resume = s->resume,
+                          .time_budget = s->time_budget};
     int rc = e && outer ? bilo_driver_run(e, outer, &o) : -100;
     memcpy(xo, bilo_data(q.x), sizeof(double) * NX);
     memcpy(yo, bilo_data(q.y), sizeof(double) * NY);
@@ -177,6 +179,38 @@ static void test_resume(const char *method, const char *options)
     tap_ok(memcmp(xa, xm, sizeof xa) != 0, "%s: x moved between steps 50 and 100", method);
     tap_ok(!memcmp(xa, xb, sizeof xa) && !memcmp(ya, yb, sizeof ya),
            "%s: resumed at 50, x and y at 100 are bit-identical to the straight run", method);
+}
+
+/* A budget every step exceeds stops the run after step 1, logged and checkpointed there (not
+   a multiple of checkpoint_every); resuming completes the straight run's trajectory. */
+static void test_time_budget(void)
+{
+    double xa[NX], ya[NY], xb[NX], yb[NY], xm[NX], ym[NY];
+    remove(ckpt);
+    run_spec full = {.method = "aid-cg", .options = "K=3,T=5", .steps = 100, .eval_every = 10};
+    int rc = run(&full, xa, ya);
+    run_spec cut = full;
+    cut.ckpt = ckpt;
+    cut.csv = csv;
+    cut.checkpoint_every = 25;
+    cut.time_budget = 1e-9;
+    rc |= run(&cut, xm, ym);
+    size_t size = 0;
+    char *log = slurp(csv, &size);
+    char *row = log ? strchr(log, '\n') : NULL;
+    int lines = 0;
+    for (size_t i = 0; i < size; i++) lines += log[i] == '\n';
+    tap_ok(row && !strncmp(row, "\n1,", 3) && lines == 2,
+           "time budget: the run stops after step 1 with one CSV row for it");
+    free(log);
+    run_spec rest = cut;
+    rest.csv = NULL;
+    rest.time_budget = 0;
+    rest.resume = true;
+    rc |= run(&rest, xb, yb);
+    tap_ok(rc == 0, "time budget: both runs return 0 (%s)", rc ? bilo_last_error() : "");
+    tap_ok(!memcmp(xa, xb, sizeof xa) && !memcmp(ya, yb, sizeof ya),
+           "time budget: resumed after step 1, x and y at 100 equal the straight run's bits");
 }
 
 static void test_bad_files(void)
@@ -417,6 +451,7 @@ int main(void)
     test_resume("itd", "T=5,momentum=0.5");
     test_resume_minibatch("aid-cg", "K=3,warm_v=1,T=5,momentum=0.5");
     test_resume_minibatch("aid-ns", "K=4,eta=0.3,T=6,optim=adam,lr=0.05");
+    test_time_budget();
     test_bad_files();
     test_error_keeps_checkpoint();
     test_csv();
