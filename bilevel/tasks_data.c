@@ -291,7 +291,9 @@ static int hyperclean_metrics(bilo_task *t, double *values)
    weights is noisy), against 0.823 for the oracle weights and 0.761 for uniform ones.
    Every method gets that same inner GD (presets with Adam or momentum are overridden); ES
    takes Q = 10, μ = 0.01 (benchmark_bilevel's best data-cleaning setting); F2SA scales y's
-   step by 1/λ so that λ = 10 keeps it stable; the single loops run constant steps. "" for
+   step by 1/λ so that λ = 10 keeps it stable; the single loops run constant steps; penalty
+   starts at ρ = λ = 3, since with the preset's 0.01 its y fits the validation set (val loss
+   0.16, test accuracy 0.67 after 40 steps; ρ = λ = 3: 0.804 after 60). "" for
    exact: a dense Hessian of 7850² entries with 50000 outer columns is out of reach. */
 static const bilo__method_setting hyperclean_settings[] = {
     {"itd", "T=10,lr=0.1"},
@@ -307,7 +309,7 @@ static const bilo__method_setting hyperclean_settings[] = {
     {"f2sa", "T=10,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
     {"soba", "T=10,lr=0.1,decay=0"},
     {"fsla", "T=10,lr=0.1,decay=0"},
-    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {"penalty", "T=20,optim=adam,lr=0.01,rho0=3,lambda0=3"},
     {NULL, NULL}};
 
 static const char *hyperclean_method_options(const char *method)
@@ -529,7 +531,7 @@ static const bilo__method_setting l2reg_settings[] = {
     {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
     {"soba", "T=20,lr=0.1,decay=0"},
     {"fsla", "T=20,lr=0.1,decay=0"},
-    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {"penalty", "T=20,optim=adam,lr=0.01,rho0=3,lambda0=3"},
     {NULL, NULL}};
 
 static const char *l2reg_method_options(const char *method)

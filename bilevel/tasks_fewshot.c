@@ -391,7 +391,7 @@ static const bilo__method_setting meta_settings[] = {
     {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
     {"soba", "T=20,lr=0.1,decay=0"},
     {"fsla", "T=20,lr=0.1,decay=0"},
-    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {"penalty", "T=20,optim=adam,lr=0.01,rho0=3,lambda0=3"},
     {NULL, NULL}};
 
 static const char *meta_method_options(const char *method)
