@@ -516,7 +516,10 @@ static int l2reg_metrics(bilo_task *t, double *values)
 
 /* The same smooth, strongly convex inner problem as hyperclean's (GD with lr 0.1, warm
    starts), with T = 20 steps since x changes the curvature of every weight; "" for exact,
-   whose dense Hessian ([d·C]²) is out of reach at 784 features and 10 classes. */
+   whose dense Hessian ([d·C]²) is out of reach at 784 features and 10 classes. Measured
+   (n_train = n_val = 2000, seed 1): the fixed start reg0 = 0.01 gives val/test loss
+   0.872/0.657; AID-CG tuning reaches 0.435/0.601 in 100 outer steps (test accuracy 0.804
+   both); F2SA 0.415/0.578 and BOME 0.439/0.603 in 30. */
 static const bilo__method_setting l2reg_settings[] = {
     {"itd", "T=20,lr=0.1"},
     {"aid-cg", "T=20,lr=0.1,K=20"},
