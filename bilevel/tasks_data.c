@@ -285,11 +285,15 @@ static int hyperclean_metrics(bilo_task *t, double *values)
 
 /* The inner problem is a strongly convex logistic regression on standardized pixels: GD with
    lr 0.1 is stable (0.5 diverges), and warm-started T = 10 steps per outer step (BOME's T and
-   K for its baselines) track y*(x) well enough: AID-CG reaches the clean-data accuracy on a
-   reduced run (n_train 5000: 0.817 after 40 steps; oracle weights 0.823, uniform 0.761).
+   K for its baselines) track y*(x) well enough. Measured test accuracy, seed 1, outer Adam
+   0.1: full size, AID-CG, 60 steps: 0.827 (F1 0.93); n_train 5000, 40 steps: AID-CG 0.817,
+   ITD 0.812, F2SA 0.820, SOBA 0.818, FSLA 0.818, BOME 0.811, PZOBO 0.769 (ES over 5000
+   weights is noisy), against 0.823 for the oracle weights and 0.761 for uniform ones.
    Every method gets that same inner GD (presets with Adam or momentum are overridden); ES
    takes Q = 10, μ = 0.01 (benchmark_bilevel's best data-cleaning setting); F2SA scales y's
-   step by 1/λ so that λ = 10 keeps it stable; the single loops run constant steps. "" for
+   step by 1/λ so that λ = 10 keeps it stable; the single loops run constant steps; penalty
+   starts at ρ = λ = 3, since with the preset's 0.01 its y fits the validation set (val loss
+   0.16, test accuracy 0.67 after 40 steps; ρ = λ = 3: 0.804 after 60). "" for
    exact: a dense Hessian of 7850² entries with 50000 outer columns is out of reach. */
 static const bilo__method_setting hyperclean_settings[] = {
     {"itd", "T=10,lr=0.1"},
@@ -305,7 +309,7 @@ static const bilo__method_setting hyperclean_settings[] = {
     {"f2sa", "T=10,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
     {"soba", "T=10,lr=0.1,decay=0"},
     {"fsla", "T=10,lr=0.1,decay=0"},
-    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {"penalty", "T=20,optim=adam,lr=0.01,rho0=3,lambda0=3"},
     {NULL, NULL}};
 
 static const char *hyperclean_method_options(const char *method)
@@ -512,7 +516,10 @@ static int l2reg_metrics(bilo_task *t, double *values)
 
 /* The same smooth, strongly convex inner problem as hyperclean's (GD with lr 0.1, warm
    starts), with T = 20 steps since x changes the curvature of every weight; "" for exact,
-   whose dense Hessian ([d·C]²) is out of reach at 784 features and 10 classes. */
+   whose dense Hessian ([d·C]²) is out of reach at 784 features and 10 classes. Measured
+   (n_train = n_val = 2000, seed 1): the fixed start reg0 = 0.01 gives val/test loss
+   0.872/0.657; AID-CG tuning reaches 0.435/0.601 in 100 outer steps (test accuracy 0.804
+   both); F2SA 0.415/0.578 and BOME 0.439/0.603 in 30. */
 static const bilo__method_setting l2reg_settings[] = {
     {"itd", "T=20,lr=0.1"},
     {"aid-cg", "T=20,lr=0.1,K=20"},
@@ -527,7 +534,7 @@ static const bilo__method_setting l2reg_settings[] = {
     {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
     {"soba", "T=20,lr=0.1,decay=0"},
     {"fsla", "T=20,lr=0.1,decay=0"},
-    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {"penalty", "T=20,optim=adam,lr=0.01,rho0=3,lambda0=3"},
     {NULL, NULL}};
 
 static const char *l2reg_method_options(const char *method)

@@ -376,7 +376,12 @@ static int meta_build(bilo_task *t, const void *opts, const bilo_task_opts *o)
    heads from the previous episodes), with the inner settings the metric's adaptation uses
    (T = adapt_T = 20 plain steps of 0.1; ES with meta_learning.py's μ = 0.1). The head's
    curvature is at most ½·hidden + reg (tanh features), so lr 0.1 suits hidden = 64; wider
-   backbones need a smaller lr and adapt_lr (hidden = 256 diverged after ~150 steps). */
+   backbones need a smaller lr and adapt_lr (hidden = 256 diverged after ~150 steps).
+   Measured (defaults, seed 1): the random backbone scores 0.697 ± 0.007 on the meta-test
+   classes, and meta-training on classes 0-4 lowers that while the query loss falls (100
+   steps: AID-CG 0.533, ITD 0.530, F2SA 0.540, SOBA 0.542, PZOBO 0.542): the features
+   specialize to the training classes. BOME, whose heads cannot restart, stays at query
+   loss ln 5 and drops to 0.30. */
 static const bilo__method_setting meta_settings[] = {
     {"itd", "T=20,lr=0.1,reset=1"},
     {"aid-cg", "T=20,lr=0.1,reset=1,K=10"},
@@ -391,7 +396,7 @@ static const bilo__method_setting meta_settings[] = {
     {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
     {"soba", "T=20,lr=0.1,decay=0"},
     {"fsla", "T=20,lr=0.1,decay=0"},
-    {"penalty", "T=20,optim=adam,lr=0.01"},
+    {"penalty", "T=20,optim=adam,lr=0.01,rho0=3,lambda0=3"},
     {NULL, NULL}};
 
 static const char *meta_method_options(const char *method)

@@ -272,6 +272,33 @@ static void test_hyperclean_seeds_and_errors(void)
                 "/nonexistent/fm", "hyperclean: a missing data_dir names the path");
 }
 
+/* The same seed gives bit-identical data and metrics at 1 and 2 threads. */
+static void test_hyperclean_threads(void)
+{
+    if (!have_fmnist) {
+        skip("hyperclean: identical at 1 and 2 threads");
+        return;
+    }
+    int saved = bilo_get_num_threads();
+    bilo_task *t[2];
+    double v[2][4];
+    for (int k = 0; k < 2; k++) {
+        bilo_set_num_threads(k + 1);
+        t[k] = make("hyperclean", "n_train=3000,n_val=500,n_eval=100", 8, BILO_F32);
+        if (t[k]) fill_random(bilo_task_problem(t[k])->y[0], 9, 0.05);
+        if (!t[k] || bilo_task_metrics(t[k], v[k]) < 0) v[k][0] = NAN;
+    }
+    bilo_set_num_threads(saved);
+    bilo__hyperclean *a = t[0] ? t[0]->data : NULL, *b = t[1] ? t[1]->data : NULL;
+    bool same = a && b && !memcmp(v[0], v[1], sizeof v[0]) && same_i64(a->train.y, b->train.y) &&
+                !memcmp(bilo_data(a->train.X), bilo_data(b->train.X),
+                        (size_t)bilo_numel(a->train.X) * sizeof(float));
+    tap_ok(same, "hyperclean: data and metrics are bit-identical at 1 and 2 threads (val_loss "
+           "%.6f)", v[0][0]);
+    bilo_task_free(t[0]);
+    bilo_task_free(t[1]);
+}
+
 /* ---- l2reg ---------------------------------------------------------------------------- */
 
 static char tmp_dir[64];
@@ -574,6 +601,7 @@ int main(void)
     test_hyperclean_splits();
     test_hyperclean_small();
     test_hyperclean_seeds_and_errors();
+    test_hyperclean_threads();
     test_l2reg_fmnist();
     test_meta_episodes();
     test_method_settings();
