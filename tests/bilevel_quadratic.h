@@ -8,6 +8,7 @@
 #define BILO_TESTS_BILEVEL_QUADRATIC_H
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "bilo.h"
@@ -236,6 +237,52 @@ static inline double named_error(quad *q, const char *name, const char *opts)
     double err = hyper_error(e, &v, q, itd ? zero : ys);
     bilo_estimator_free(e);
     return err;
+}
+
+/* ---- checkpoint/resume through bilo_driver_run ---- */
+
+/* `steps` driver steps of the named estimator from (x0, 0) on the quadratic of spectrum
+   lambda, checkpointing every 20 steps to ckpt when save and continuing from it when resume;
+   the final x and y go to xo and yo. */
+static inline int quad_driver_run(const char *name, const char *opts, const double *lambda,
+                                  const double *x0, const bilo_optim_opts *outer_opts,
+                                  const char *ckpt, int64_t steps, bool save, bool resume,
+                                  double *xo, double *yo)
+{
+    quad q;
+    make_quad(&q, lambda, 1, 1);
+    const double zero[NY] = {0};
+    vars v;
+    make_vars(&v, &q, x0, zero);
+    bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
+    bilo_optim *outer = bilo_optim_new(outer_opts, v.x, 1);
+    bilo_driver_opts o = {.steps = steps, .checkpoint_path = save || resume ? ckpt : NULL,
+                          .checkpoint_every = save ? 20 : 0, .resume = resume};
+    int rc = e && outer ? bilo_driver_run(e, outer, &o) : -100;
+    read_list(v.x, 1, xo);
+    read_list(v.y, 1, yo);
+    bilo_optim_free(outer);
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+    return rc;
+}
+
+/* TAP check: 20 steps, a checkpoint, resumed to 40 = 40 straight steps bit for bit. */
+static inline void quad_check_resume(const char *name, const char *opts, const double *lambda,
+                                     const double *x0, const bilo_optim_opts *outer_opts,
+                                     const char *ckpt)
+{
+    double xa[NX], ya[NY], xm[NX], ym[NY], xb[NX], yb[NY];
+    remove(ckpt);
+    int rc = quad_driver_run(name, opts, lambda, x0, outer_opts, ckpt, 40, false, false, xa, ya);
+    rc |= quad_driver_run(name, opts, lambda, x0, outer_opts, ckpt, 20, true, false, xm, ym);
+    rc |= quad_driver_run(name, opts, lambda, x0, outer_opts, ckpt, 40, false, true, xb, yb);
+    tap_ok(rc == 0 && memcmp(xa, xm, sizeof xa) != 0 && !memcmp(xa, xb, sizeof xa) &&
+               !memcmp(ya, yb, sizeof ya),
+           "%s (%s): 20 steps, a checkpoint, resumed to 40 = 40 straight steps bit for bit%s%s",
+           name, opts, rc ? ": " : "", rc ? bilo_last_error() : "");
+    remove(ckpt);
 }
 
 #endif

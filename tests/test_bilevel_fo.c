@@ -454,42 +454,11 @@ static void test_memory(void)
 static char tmpdir[] = "/tmp/bilo_fo_XXXXXX";
 static char ckpt[64];
 
-/* A fresh run (estimator, SGD outer optimizer with momentum) of the driver to `steps`,
-   checkpointing at 20 when asked; final x and y to xo, yo. */
-static int driver_run(const char *name, const char *opts, int64_t steps, bool checkpoint,
-                      bool resume, double *xo, double *yo)
-{
-    quad q;
-    make_quad(&q, LAMBDA, 1, 1);
-    const double zero[NY] = {0};
-    vars v;
-    bilo_estimator *e = make_named(&v, &q, XP, zero, name, opts);
-    bilo_optim *outer =
-        bilo_optim_new(&(bilo_optim_opts){.lr = 0.1, .momentum = 0.5}, v.x, 1);
-    bilo_driver_opts o = {.steps = steps, .checkpoint_path = checkpoint ? ckpt : NULL,
-                          .checkpoint_every = checkpoint ? 20 : 0, .resume = resume};
-    int rc = e && outer ? bilo_driver_run(e, outer, &o) : -100;
-    read_list(v.x, 1, xo);
-    read_list(v.y, 1, yo);
-    bilo_optim_free(outer);
-    bilo_estimator_free(e);
-    free_vars(&v);
-    free_quad(&q);
-    return rc;
-}
+static const bilo_optim_opts OUTER = {.lr = 0.1, .momentum = 0.5};
 
 static void test_resume(const char *name, const char *opts)
 {
-    double xa[NX], ya[NY], xm[NX], ym[NY], xb[NX], yb[NY];
-    remove(ckpt);
-    int rc = driver_run(name, opts, 40, false, false, xa, ya);
-    rc |= driver_run(name, opts, 20, true, false, xm, ym);
-    rc |= driver_run(name, opts, 40, true, true, xb, yb);
-    tap_ok(rc == 0 && memcmp(xa, xm, sizeof xa) != 0 && !memcmp(xa, xb, sizeof xa) &&
-               !memcmp(ya, yb, sizeof ya),
-           "%s %s: 20 steps, a checkpoint, resumed to 40 = 40 straight steps bit for bit (%s)",
-           name, opts, rc ? bilo_last_error() : "ok");
-    remove(ckpt);
+    quad_check_resume(name, opts, LAMBDA, XP, &OUTER, ckpt);
 }
 
 /* The same steps at 1 and 2 kernel threads give bit-identical iterates. */
@@ -499,7 +468,7 @@ static void test_threads(const char *name, const char *opts)
     int rc = 0, threads = bilo_get_num_threads();
     for (int k = 0; k < 2; k++) {
         bilo_set_num_threads(k + 1);
-        rc |= driver_run(name, opts, 10, false, false, x[k], y[k]);
+        rc |= quad_driver_run(name, opts, LAMBDA, XP, &OUTER, ckpt, 10, false, false, x[k], y[k]);
     }
     bilo_set_num_threads(threads);
     tap_ok(rc == 0 && !memcmp(x[0], x[1], sizeof x[0]) && !memcmp(y[0], y[1], sizeof y[0]),

@@ -455,42 +455,12 @@ static void test_fsla_batches(void)
 
 static char ckpt[64];
 
-/* `steps` driver steps (resuming from ckpt when asked); final x, y into xo, yo. */
-static int driver_run(const char *name, const char *opts, int64_t steps, bool save, bool resume,
-                      double *xo, double *yo)
-{
-    quad q;
-    make_quad(&q, LAMBDA, 1, 1);
-    const double zero[NY] = {0}, x0[NX] = {0};
-    vars v;
-    make_vars(&v, &q, x0, zero);
-    bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
-    bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.kind = BILO_OPTIM_ADAM, .lr = 0.05},
-                                       v.x, 1);
-    bilo_driver_opts o = {.steps = steps, .checkpoint_path = save || resume ? ckpt : NULL,
-                          .checkpoint_every = save ? 20 : 0, .resume = resume};
-    int rc = e && outer ? bilo_driver_run(e, outer, &o) : -100;
-    read_list(v.x, 1, xo);
-    read_list(v.y, 1, yo);
-    bilo_optim_free(outer);
-    bilo_estimator_free(e);
-    free_vars(&v);
-    free_quad(&q);
-    return rc;
-}
+static const double X_ZERO[NX] = {0};
 
 static void test_resume(const char *name, const char *opts)
 {
-    double xa[NX], ya[NY], xb[NX], yb[NY], xm[NX], ym[NY];
-    remove(ckpt);
-    int rc = driver_run(name, opts, 40, false, false, xa, ya);
-    rc |= driver_run(name, opts, 20, true, false, xm, ym);
-    rc |= driver_run(name, opts, 40, false, true, xb, yb);
-    tap_ok(rc == 0 && memcmp(xa, xm, sizeof xa) != 0 && !memcmp(xa, xb, sizeof xa) &&
-               !memcmp(ya, yb, sizeof ya),
-           "%s (%s): 20 steps + resume to 40 = 40 straight steps, bit for bit%s%s", name, opts,
-           rc ? ": " : "", rc ? bilo_last_error() : "");
-    remove(ckpt);
+    const bilo_optim_opts outer = {.kind = BILO_OPTIM_ADAM, .lr = 0.05};
+    quad_check_resume(name, opts, LAMBDA, X_ZERO, &outer, ckpt);
 }
 
 /* ---- presets and callback failures ---------------------------------------------------- */
