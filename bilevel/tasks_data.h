@@ -86,7 +86,8 @@ typedef struct {
 typedef struct {
     bilo__meta_opts o;
     uint64_t seed;
-    bilo_tensor *images, *labels;   /* the 60k training file */
+    bilo_dtype dtype;               /* the task's; episode images are cast to it */
+    bilo_tensor *images, *labels;   /* the 60k training file, images in f32 */
     int64_t *class_rows[10];        /* rows of each class */
     int64_t class_count[10];
     int64_t train_classes[BILO__META_CLASSES_PER_SIDE], test_classes[BILO__META_CLASSES_PER_SIDE];

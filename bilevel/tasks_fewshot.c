@@ -110,14 +110,15 @@ static int draw_episodes(bilo__meta_fmnist *d, int tasks, const int64_t *side, b
     return 0;
 }
 
-/* Images of episodes [first, first + count) of a row table [episodes, per]: [count, per, 784]. */
+/* Images of episodes [first, first + count) of a row table [episodes, per]: [count, per, 784]
+   in the task's dtype. */
 static bilo_tensor *episode_images(const bilo__meta_fmnist *d, bilo_tensor *rows, int64_t first,
                                    int64_t count)
 {
     int64_t per = bilo_dim(rows, 1);
     bilo_tensor *flat = bilo_flatten(bilo_slice(rows, 0, first, first + count, 1));
-    return bilo_reshape(bilo_index_select(d->images, 0, flat),
-                        BILO_SHAPE(count, per, bilo_dim(d->images, 1)));
+    bilo_tensor *images = bilo_cast(bilo_index_select(d->images, 0, flat), d->dtype);
+    return bilo_reshape(images, BILO_SHAPE(count, per, bilo_dim(d->images, 1)));
 }
 
 /* begin_step hook: the meta_batch training episodes of outer step `step`. */
@@ -320,9 +321,10 @@ static void meta_free(void *data)
 }
 
 /* The images, the fixed meta-test episodes and step 0's training episodes. */
-static int meta_load(bilo_task *t, bilo__meta_fmnist *d, bilo_dtype dtype)
+static int meta_load(bilo_task *t, bilo__meta_fmnist *d)
 {
-    int rc = bilo__load_fmnist(d->o.data_dir, BILO_FMNIST_TRAIN, dtype, &d->images, &d->labels);
+    int rc = bilo__load_fmnist(d->o.data_dir, BILO_FMNIST_TRAIN, BILO_F32, &d->images,
+                               &d->labels);
     if (rc < 0) return rc;
     bilo_keep(d->images);
     bilo_keep(d->labels);
@@ -359,7 +361,8 @@ static int meta_build(bilo_task *t, const void *opts, const bilo_task_opts *o)
     if (!d) return bilo__fail_code(BILO_ENOMEM, "bilo_task_new (meta-fmnist): out of memory");
     d->o = *(const bilo__meta_opts *)opts;
     d->seed = o->seed;
-    if ((rc = meta_load(t, d, o->dtype)) < 0 || (rc = meta_init(t, d, o->dtype)) < 0) return rc;
+    d->dtype = o->dtype;
+    if ((rc = meta_load(t, d)) < 0 || (rc = meta_init(t, d, o->dtype)) < 0) return rc;
     t->problem.lower = meta_lower;
     t->problem.upper = meta_upper;
     t->problem.begin_step = meta_begin_step;

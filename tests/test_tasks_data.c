@@ -191,7 +191,7 @@ static void test_hyperclean_small(void)
         skip("hyperclean: small instance (noise, F1, closed-form metrics, gradients)");
         return;
     }
-    bilo_task *t = make("hyperclean", "n_train=2000,n_val=300,n_eval=200,corruption=0.3", 11,
+    bilo_task *t = make("hyperclean", "n_train=1000,n_val=300,n_eval=200,corruption=0.3", 11,
                         BILO_F64);
     if (!t) {
         tap_ok(false, "hyperclean: small instance builds");
@@ -199,7 +199,7 @@ static void test_hyperclean_small(void)
     }
     bilo__hyperclean *d = t->data;
     const bilo_problem *p = bilo_task_problem(t);
-    tap_ok(p->n_x == 1 && bilo_numel(p->x[0]) == 2000 && p->n_y == 2 &&
+    tap_ok(p->n_x == 1 && bilo_numel(p->x[0]) == 1000 && p->n_y == 2 &&
            bilo_dim(p->y[0], 0) == 784 && bilo_dim(p->y[0], 1) == 10 &&
            bilo_numel(p->y[1]) == 10 && bilo_dtype_of(p->y[0]) == BILO_F64 && !p->lower_data,
            "hyperclean: x one weight per sample, y = W [784, 10], b [10] in f64, full batch");
@@ -228,13 +228,13 @@ static void test_hyperclean_small(void)
     bilo_task_free(t);
 
     /* Same seed and sizes: the same noise whatever the weighting; clip starts at 0.5. */
-    t = make("hyperclean", "n_train=2000,n_val=300,n_eval=200,corruption=0.3,weights=clip,"
+    t = make("hyperclean", "n_train=1000,n_val=300,n_eval=200,corruption=0.3,weights=clip,"
              "batch=64", 11, BILO_F64);
     bilo__hyperclean *c = t ? t->data : NULL;
     tap_ok(c && bilo_get_flat(bilo_task_problem(t)->x[0], 7) == 0.5 &&
            bilo_task_problem(t)->lower_data &&
-           bilo_batcher_num_batches(bilo_task_problem(t)->lower_data) == 32,
-           "hyperclean clip: x starts at 0.5; batch=64 gives 32 lower batches per epoch");
+           bilo_batcher_num_batches(bilo_task_problem(t)->lower_data) == 16,
+           "hyperclean clip: x starts at 0.5; batch=64 gives 16 lower batches per epoch");
     if (c) {
         p = bilo_task_problem(t);
         fill_random(p->y[0], 1, 0.05);
@@ -563,7 +563,8 @@ static void test_method_settings(void)
     const char *tasks[][2] = {{"hyperclean", "n_train=60,n_val=20,n_eval=20"},
                               {"l2reg", "n_train=60,n_val=20"},
                               {"meta-fmnist", "meta_batch=2,hidden=4,test_episodes=2"}};
-    int bad = 0, tried = 0;
+    int bad = 0, tried = 0, saved = bilo_get_num_threads();
+    bilo_set_num_threads(1); /* problems this small only pay for thread start-ups */
     for (int k = 0; k < 3; k++) {
         bilo_task *t = make(tasks[k][0], tasks[k][1], 1, BILO_F32);
         bad += !t;
@@ -586,6 +587,7 @@ static void test_method_settings(void)
         }
         bilo_task_free(t);
     }
+    bilo_set_num_threads(saved);
     tap_ok(bad == 0 && tried >= 12, "every method accepts the dataset tasks' settings and steps "
            "(%d pairs)", tried);
 }
