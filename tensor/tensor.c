@@ -70,9 +70,10 @@ BILO_API void bilo_scope_end(void)
     if (scopes.depth == 0) return;
     size_t mark = scopes.marks[--scopes.depth];
     while (scopes.count > mark) bilo_release(scopes.items[--scopes.count]);
-    if (scopes.depth == 0 && scopes.items) {
-        /* Outermost scope closed: hand the arrays back so a thread leaves nothing behind. */
-        bilo__free(scopes.items, scopes.capacity * sizeof *scopes.items);
+    if (scopes.depth == 0 && scopes.marks) {
+        /* Outermost scope closed: hand the arrays back so a thread leaves nothing behind
+           (items exists only once a tensor was adopted). */
+        if (scopes.items) bilo__free(scopes.items, scopes.capacity * sizeof *scopes.items);
         bilo__free(scopes.marks, scopes.mark_capacity * sizeof *scopes.marks);
         scopes = (scope_stack){0};
     }

@@ -100,6 +100,14 @@ static void test_scopes(void)
     tap_ok(now.live_bytes == start.live_bytes, "scopes leave live bytes where they started (%zu vs %zu)",
            now.live_bytes, start.live_bytes);
 
+    bilo_scope_begin(); /* a scope that never adopts a tensor */
+    bilo_scope_begin();
+    bilo_scope_end();
+    bilo_scope_end();
+    bilo_mem_get_stats(&now);
+    tap_ok(now.live_bytes == start.live_bytes, "empty nested scopes leave no bytes behind (%zu vs %zu)",
+           now.live_bytes, start.live_bytes);
+
     /* 1e5 iterations, each with temporaries, must return to the starting live bytes. */
     bilo_tensor *x = bilo_keep(bilo_full(BILO_F32, BILO_SHAPE(16), 0.5));
     bilo_mem_get_stats(&start);
