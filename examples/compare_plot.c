@@ -124,6 +124,7 @@ static void trajectory_figure(FILE *gp, const cmp_session *s)
 {
     char title[2 * CMP_NAME_LEN];
     snprintf(title, sizeof title, "%s: trajectories of (y1, y2)", s->cfg->task);
+    fprintf(gp, "\nunset logscale\n"); /* the time figures before it set a log x axis */
     begin_figure(gp, "trajectory", title, "y1", "y2");
     int drawn = 0;
     for (int m = 0; m < s->n_methods; m++) {
