@@ -390,7 +390,8 @@ typedef struct bilo_optim bilo_optim;
 /* Optimizer over params[0..n-1] (references kept); the state starts at zero. */
 BILO_API bilo_optim *bilo_optim_new(const bilo_optim_opts *opts, bilo_tensor *const *params,
                                     int n);
-/* One in-place step with grads[0..n-1] (a NULL gradient leaves its parameter alone). */
+/* One in-place step with grads[0..n-1] (a NULL gradient leaves its parameter alone), in the
+   parameters' own arithmetic (f32 parameters and state are updated in f32, as PyTorch does). */
 BILO_API int bilo_optim_step(bilo_optim *opt, bilo_tensor *const *grads);
 BILO_API double bilo_optim_get_lr(const bilo_optim *opt);
 BILO_API void bilo_optim_set_lr(bilo_optim *opt, double lr); /* e.g. from bilo_lr_at */

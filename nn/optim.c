@@ -5,6 +5,7 @@
 
 #include "bilo_autograd.h"
 #include "bilo_nn.h"
+#include "optim_kernels.h"
 #include "parallel.h"
 #include "tensor_impl.h"
 
@@ -139,49 +140,47 @@ bilo_tensor *bilo_optim_state(const bilo_optim *opt, int i, int k)
     return opt->state[i * opt->per_param + k];
 }
 
-/* Scalars of one in-place step; bc1/bc2 are Adam's bias corrections 1 − β^t. */
-typedef struct {
-    optim_cfg c;
-    double bc1, bc2;
-} step_consts;
+/* The loop-invariant scalars of step number t (1-based). */
+static bilo__optim_consts step_consts(const optim_cfg *c, int64_t t)
+{
+    return (bilo__optim_consts){
+        .lr = c->lr,
+        .weight_decay = c->weight_decay,
+        .momentum = c->momentum,
+        .beta1 = c->beta1,
+        .beta2 = c->beta2,
+        .eps = c->eps,
+        .inv_bc1 = 1 / (1 - pow(c->beta1, (double)t)),
+        .inv_bc2 = 1 / (1 - pow(c->beta2, (double)t)),
+        .adamw_keep = 1 - c->lr * c->weight_decay,
+        .nesterov = c->nesterov,
+        .adamw = c->kind == BILO_OPTIM_ADAMW,
+    };
+}
 
-/* One element of each update, on locals p, g, b (SGD momentum) or m, v (Adam). */
-#define SGD_ELEMENT(T, P, G, B, K, i)                                         \
-    do {                                                                      \
-        double g_ = (double)G[i] + K->c.weight_decay * (double)P[i];          \
-        double d_ = g_;                                                       \
-        if (B) {                                                              \
-            double b_ = K->c.momentum * (double)B[i] + g_;                    \
-            B[i] = (T)b_;                                                     \
-            d_ = K->c.nesterov ? g_ + K->c.momentum * b_ : b_;                \
-        }                                                                     \
-        P[i] = (T)((double)P[i] - K->c.lr * d_);                              \
-    } while (0)
-
-#define ADAM_ELEMENT(T, P, G, M, V, K, i)                                                   \
-    do {                                                                                    \
-        double p_ = (double)P[i], g_ = (double)G[i];                                        \
-        if (K->c.kind == BILO_OPTIM_ADAMW) p_ *= 1 - K->c.lr * K->c.weight_decay;           \
-        else g_ += K->c.weight_decay * p_;                                                  \
-        double m_ = K->c.beta1 * (double)M[i] + (1 - K->c.beta1) * g_;                      \
-        double v_ = K->c.beta2 * (double)V[i] + (1 - K->c.beta2) * g_ * g_;                 \
-        M[i] = (T)m_;                                                                       \
-        V[i] = (T)v_;                                                                       \
-        P[i] = (T)(p_ - K->c.lr * (m_ / K->bc1) / (sqrt(v_ / K->bc2) + K->c.eps));          \
-    } while (0)
-
-#define DEFINE_STEP_INPLACE(T, SUFFIX)                                                      \
-    static void step_inplace_##SUFFIX(const step_consts *k, int64_t n, T *p, const T *g,    \
-                                      T *s0, T *s1)                                         \
-    {                                                                                       \
-        int nt = bilo__threads_for(n * 8);                                                  \
-        if (k->c.kind == BILO_OPTIM_SGD)                                                    \
-            BILO__PARALLEL_FOR(nt, i, n, SGD_ELEMENT(T, p, g, s0, k, i););                  \
-        else                                                                                \
-            BILO__PARALLEL_FOR(nt, i, n, ADAM_ELEMENT(T, p, g, s0, s1, k, i););             \
-    }
-DEFINE_STEP_INPLACE(float, f32)
-DEFINE_STEP_INPLACE(double, f64)
+/* Updates one parameter in nt equal contiguous parts, one per thread; the update is
+   elementwise, so the result does not depend on the split. */
+static void step_inplace(const bilo__optim_consts *k, bool adam, bilo_tensor *p,
+                         const bilo_tensor *g, void *s0, void *s1)
+{
+    const int64_t n = p->numel;
+    const int nt = bilo__threads_for(n * 8);
+    const size_t size = bilo_dtype_size(p->dtype);
+    char *pp = bilo__ptr(p), *s0p = s0, *s1p = s1;
+    const char *gp = bilo__ptr(g);
+    BILO__PARALLEL_FOR(nt, part, nt, {
+        int64_t lo = n * part / nt, len = n * (part + 1) / nt - lo;
+        size_t at = (size_t)lo * size;
+        if (p->dtype == BILO_F32)
+            bilo__optim_update_f32(k, adam, len, (float *)(pp + at), (const float *)(gp + at),
+                                   s0p ? (float *)(s0p + at) : NULL,
+                                   s1p ? (float *)(s1p + at) : NULL);
+        else
+            bilo__optim_update_f64(k, adam, len, (double *)(pp + at), (const double *)(gp + at),
+                                   s0p ? (double *)(s0p + at) : NULL,
+                                   s1p ? (double *)(s1p + at) : NULL);
+    });
+}
 
 static void *state_ptr(const bilo_optim *opt, int i, int k)
 {
@@ -198,18 +197,13 @@ int bilo_optim_step(bilo_optim *opt, bilo_tensor *const *grads)
     for (int i = 0; i < opt->n; i++)
         if (grads[i] && check_pair(op, i, opt->params[i], grads[i]) < 0) return bilo_errcode();
     opt->steps++;
-    step_consts k = {.c = opt->cfg,
-                     .bc1 = 1 - pow(opt->cfg.beta1, (double)opt->steps),
-                     .bc2 = 1 - pow(opt->cfg.beta2, (double)opt->steps)};
+    const bilo__optim_consts k = step_consts(&opt->cfg, opt->steps);
+    const bool adam = opt->cfg.kind != BILO_OPTIM_SGD;
     for (int i = 0; i < opt->n; i++) {
         bilo_tensor *p = opt->params[i];
         if (!grads[i]) continue;
         atomic_fetch_add(&p->storage->version, 1);
-        void *s0 = state_ptr(opt, i, 0), *s1 = state_ptr(opt, i, 1);
-        if (p->dtype == BILO_F32)
-            step_inplace_f32(&k, p->numel, bilo__ptr(p), bilo__ptr(grads[i]), s0, s1);
-        else
-            step_inplace_f64(&k, p->numel, bilo__ptr(p), bilo__ptr(grads[i]), s0, s1);
+        step_inplace(&k, adam, p, grads[i], state_ptr(opt, i, 0), state_ptr(opt, i, 1));
     }
     return 0;
 }

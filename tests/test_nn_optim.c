@@ -2,6 +2,7 @@
    values come from scalar reference loops written here, closed forms and finite differences. */
 #include <dirent.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,17 +18,19 @@ static const double P0[N] = {1.0, -2.0, 0.5};
 static const double G1[N] = {0.5, 0.25, -1.0};
 static const double G2[N] = {-0.3, 0.75, 2.0};
 
-/* Reference: two steps of the documented update on plain doubles, element by element. */
-static void reference_two_steps(const bilo_optim_opts *o, double *p)
+/* Reference: two steps of the documented update on plain doubles, element by element, from
+   p0 with gradients g1 then g2. */
+static void reference_two_steps(const bilo_optim_opts *o, int n, const double *p0,
+                                const double *g1, const double *g2, double *p)
 {
     double lr = o->lr, mu = o->momentum, wd = o->weight_decay;
     double b1 = o->beta1 ? o->beta1 : 0.9, b2 = o->beta2 ? o->beta2 : 0.999;
     double eps = o->eps ? o->eps : 1e-8;
     if (o->kind == BILO_OPTIM_ADAMW && wd == 0) wd = 1e-2;
-    for (int i = 0; i < N; i++) {
-        double x = P0[i], buf = 0, m = 0, v = 0;
+    for (int i = 0; i < n; i++) {
+        double x = p0[i], buf = 0, m = 0, v = 0;
         for (int t = 1; t <= 2; t++) {
-            double g = t == 1 ? G1[i] : G2[i];
+            double g = t == 1 ? g1[i] : g2[i];
             if (o->kind == BILO_OPTIM_SGD) {
                 g += wd * x;
                 buf = mu * buf + g;
@@ -52,7 +55,7 @@ static bilo_tensor *vec(const double *v) { return bilo_from_data(BILO_F64, BILO_
 static void check_optimizer(const char *name, bilo_optim_opts o)
 {
     double want[N];
-    reference_two_steps(&o, want);
+    reference_two_steps(&o, N, P0, G1, G2, want);
     bilo_scope_begin();
     bilo_tensor *p = vec(P0), *g1 = vec(G1), *g2 = vec(G2);
     bilo_optim *opt = bilo_optim_new(&o, &p, 1);
@@ -130,6 +133,64 @@ static void test_update_rules(void)
     bilo_scope_end();
 }
 
+/* f32 parameters are updated in f32 arithmetic by vectorized loops, split across threads:
+   two steps on LONG elements (above the threading threshold, not a multiple of any vector
+   width) match the f64 reference to f32 rounding, and are bit-identical at 1 and 2 threads. */
+enum { LONG = 10007 };
+
+static void two_f32_steps(const bilo_optim_opts *o, int threads, const double *p0,
+                          const double *g1, const double *g2, float *out)
+{
+    bilo_set_num_threads(threads);
+    bilo_scope_begin();
+    bilo_tensor *p = bilo_from_data(BILO_F64, BILO_SHAPE(LONG), p0);
+    bilo_tensor *g[2] = {bilo_from_data(BILO_F64, BILO_SHAPE(LONG), g1),
+                         bilo_from_data(BILO_F64, BILO_SHAPE(LONG), g2)};
+    p = bilo_cast(p, BILO_F32);
+    for (int t = 0; t < 2; t++) g[t] = bilo_cast(g[t], BILO_F32);
+    bilo_optim *opt = bilo_optim_new(o, &p, 1);
+    int rc = bilo_optim_step(opt, &g[0]);
+    rc |= bilo_optim_step(opt, &g[1]);
+    tap_ok(rc == 0, "f32: two steps at %d thread(s)", threads);
+    memcpy(out, bilo_data(p), LONG * sizeof *out);
+    bilo_optim_free(opt);
+    bilo_scope_end();
+}
+
+static void check_f32_optimizer(const char *name, bilo_optim_opts o)
+{
+    static double p0[LONG], g1[LONG], g2[LONG], want[LONG];
+    static float one[LONG], two[LONG];
+    for (int i = 0; i < LONG; i++) { /* values exact in f32, so both sides start equal */
+        p0[i] = (float)sin(0.37 * i);
+        g1[i] = (float)(0.5 * cos(1.3 * i));
+        g2[i] = (float)(0.25 * sin(2.1 * i + 1));
+    }
+    reference_two_steps(&o, LONG, p0, g1, g2, want);
+    int saved = bilo_get_num_threads();
+    two_f32_steps(&o, 1, p0, g1, g2, one);
+    two_f32_steps(&o, 2, p0, g1, g2, two);
+    bilo_set_num_threads(saved);
+    double err = 0;
+    for (int i = 0; i < LONG; i++) err = fmax(err, fabs(one[i] - want[i]));
+    /* |p| <= 1.5 and each step adds a few f32 roundings of quantities of that size */
+    char what[96];
+    snprintf(what, sizeof what, "%s f32: matches the f64 reference to f32 rounding", name);
+    tap_close(err, 0, 1e-6, 0, what);
+    tap_ok(memcmp(one, two, sizeof one) == 0, "%s f32: bit-identical at 1 and 2 threads", name);
+}
+
+static void test_f32_updates(void)
+{
+    check_f32_optimizer("sgd", (bilo_optim_opts){.lr = 0.1, .weight_decay = 0.01});
+    check_f32_optimizer("sgd momentum", (bilo_optim_opts){.lr = 0.1, .momentum = 0.9});
+    check_f32_optimizer("sgd nesterov",
+                        (bilo_optim_opts){.lr = 0.1, .momentum = 0.9, .nesterov = true});
+    check_f32_optimizer("adam L2", (bilo_optim_opts){.kind = BILO_OPTIM_ADAM, .lr = 0.1,
+                                                     .weight_decay = 0.2});
+    check_f32_optimizer("adamw", (bilo_optim_opts){.kind = BILO_OPTIM_ADAMW, .lr = 0.1});
+}
+
 /* Quadratic f(p) = ½·Σ a_i p_i², gradient a∘p; SGD with momentum μ for 3 steps from P0. */
 static const double QA[N] = {1.0, 3.0, 0.5};
 #define MU 0.9
@@ -177,7 +238,8 @@ static void test_unrolled_hypergradient(void)
 static double adamw_sum(double lr)
 {
     double p[N];
-    reference_two_steps(&(bilo_optim_opts){.kind = BILO_OPTIM_ADAMW, .lr = lr, .weight_decay = 0.3}, p);
+    bilo_optim_opts o = {.kind = BILO_OPTIM_ADAMW, .lr = lr, .weight_decay = 0.3};
+    reference_two_steps(&o, N, P0, G1, G2, p);
     return p[0] + p[1] + p[2];
 }
 
@@ -437,6 +499,7 @@ int main(void)
 {
     test_step_allocates_nothing();
     test_update_rules();
+    test_f32_updates();
     test_unrolled_hypergradient();
     test_adamw_lr_gradient();
     test_schedules();
