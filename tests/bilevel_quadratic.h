@@ -285,4 +285,23 @@ static inline void quad_check_resume(const char *name, const char *opts, const d
     remove(ckpt);
 }
 
+/* TAP check: creating the named estimator with opts on the quadratic fails with BILO_EINVAL
+   and a message containing needle. */
+static inline void quad_expect_rejected(const char *name, const char *opts, const double *lambda,
+                                        const char *needle)
+{
+    quad q;
+    make_quad(&q, lambda, 1, 1);
+    const double zero[NY] = {0};
+    vars v;
+    make_vars(&v, &q, XP, zero);
+    bilo_clear_error();
+    bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
+    tap_ok(!e && bilo_errcode() == BILO_EINVAL && strstr(bilo_last_error(), needle),
+           "%s \"%s\" is rejected: %s", name, opts, bilo_last_error());
+    bilo_estimator_free(e);
+    free_vars(&v);
+    free_quad(&q);
+}
+
 #endif

@@ -590,18 +590,7 @@ static void test_outer(void)
 
 static void expect_rejected(const char *name, const char *opts, const char *needle)
 {
-    quad q;
-    make_quad(&q, LAMBDA, 1, 1);
-    vars v;
-    make_vars(&v, &q, XP, Y_START);
-    bilo_clear_error();
-    bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
-    char what[128];
-    snprintf(what, sizeof what, "%s \"%s\" gives BILO_EINVAL naming %s", name, opts, needle);
-    check_error(!e, BILO_EINVAL, needle, what);
-    bilo_estimator_free(e);
-    free_vars(&v);
-    free_quad(&q);
+    quad_expect_rejected(name, opts, LAMBDA, needle);
 }
 
 /* Fails (a shape error) when x's last element exceeds 1: only the path at x + μe_3. */

@@ -479,18 +479,7 @@ static void test_threads(const char *name, const char *opts)
 
 static void expect_bad(const char *name, const char *opts, const char *needle)
 {
-    quad q;
-    make_quad(&q, LAMBDA, 1, 1);
-    const double zero[NY] = {0};
-    vars v;
-    make_vars(&v, &q, zero, zero);
-    bilo_clear_error();
-    bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
-    tap_ok(!e && bilo_errcode() == BILO_EINVAL && strstr(bilo_last_error(), needle),
-           "%s \"%s\" is rejected: %s", name, opts, bilo_last_error());
-    bilo_estimator_free(e);
-    free_vars(&v);
-    free_quad(&q);
+    quad_expect_rejected(name, opts, LAMBDA, needle);
 }
 
 static void test_bad_options(void)
