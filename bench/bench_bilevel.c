@@ -17,10 +17,11 @@
  * /work/shared/research/peers.md). ITD with T = 1000 runs only when its projection (ten
  * times T = 100, bilo and torch) keeps the whole benchmark under two minutes.
  *
- * With --csv [--quick] it prints bench/run.sh's rows instead: ITD T = 100 and AID-CG T = 100
- * K = 10 seconds per hypergradient at 1 and 2 threads (rounds of one bilo step per row, then
- * one torch process for all rows, torch_common.set_threads setting torch's and OpenBLAS's
- * threads), and ITD T = 1000 peak memory above the start of the hypergradient (bilo: its
+ * With --csv [--quick] it prints bench/run.sh's rows instead: ITD T = 100, AID-CG T = 100
+ * K = 10 and ESJ Q = 10 T = 100 (Gaussian directions, μ = 0.01) seconds per hypergradient at 1
+ * and 2 threads (rounds of one bilo step per row, then one torch process for all rows,
+ * torch_common.set_threads setting torch's and OpenBLAS's threads), ESJ's 2-thread speedup,
+ * and ITD T = 1000 peak memory above the start of the hypergradient (bilo: its
  * allocator's peak; torch: the resident-memory high-water mark). */
 #include "bilo.h"
 #include "bench_util.h"
@@ -178,10 +179,12 @@ static void print_row(const config *cfg, measured m, double torch_s)
 
 /* ---- --csv: rows for bench/run.sh ----------------------------------------------------------- */
 
-enum { CSV_TIMED = 2, CSV_ROWS = 2 * CSV_TIMED, CSV_MAX_ROUNDS = 5 };
+enum { CSV_TIMED = 3, CSV_ROWS = 2 * CSV_TIMED, CSV_MAX_ROUNDS = 5, CSV_ESJ = 2 };
 static const config csv_timed[CSV_TIMED] = {
     {"itd_T100", "itd", "T=100,lr=0.1,reset=1", 1},
     {"cg_T100_K10", "aid-cg", "T=100,lr=0.1,reset=1,K=10", 1},
+    [CSV_ESJ] = {"esj_Q10_T100", "esj",
+                 "Q=10,T=100,mu=0.01,directions=gaussian,optim=sgd,lr=0.1,reset=1", 1},
 };
 static const config csv_memory = {"itd_T1000", "itd", "T=1000,lr=0.1,reset=1", 1};
 
@@ -220,6 +223,24 @@ static double csv_step_seconds(csv_run *r, const char *label)
     return now() - t0;
 }
 
+/* ESJ's 2-thread speedup over 1 thread, round by round (its paths run in parallel; torch can
+   only thread inside each product), as median, min and max. */
+typedef struct {
+    bench_stats ours, torch;
+} speedups;
+
+static speedups esj_speedups(double ours[][CSV_MAX_ROUNDS], double torch[][CSV_MAX_ROUNDS],
+                             int rounds)
+{
+    double s_ours[CSV_MAX_ROUNDS], s_torch[CSV_MAX_ROUNDS];
+    const int one = 2 * CSV_ESJ, two = one + 1;
+    for (int r = 0; r < rounds; r++) {
+        s_ours[r] = ours[one][r] / ours[two][r];
+        s_torch[r] = torch[one][r] / torch[two][r];
+    }
+    return (speedups){bench_summarize(s_ours, rounds), bench_summarize(s_torch, rounds)};
+}
+
 /* Row i: config i / 2 at i % 2 + 1 threads; rounds of bilo's steps, then one torch process. */
 static void csv_times(dataset *ds, const char *script, int rounds)
 {
@@ -230,9 +251,9 @@ static void csv_times(dataset *ds, const char *script, int rounds)
         key_list[i] = keys[i];
     }
     snprintf(cmd, sizeof cmd,
-             "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --configs %s,%s --threads 1,2 "
+             "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --configs %s,%s,%s --threads 1,2 "
              "--reps 1 --warmup itd_T10", script ? script : "", csv_timed[0].label,
-             csv_timed[1].label);
+             csv_timed[1].label, csv_timed[2].label);
     csv_run runs[CSV_TIMED];
     for (int c = 0; c < CSV_TIMED; c++) runs[c] = csv_run_make(ds, &csv_timed[c]);
     double ours[CSV_ROWS][CSV_MAX_ROUNDS], torch[CSV_ROWS][CSV_MAX_ROUNDS];
@@ -251,6 +272,7 @@ static void csv_times(dataset *ds, const char *script, int rounds)
     }
     for (int c = 0; c < CSV_TIMED; c++) csv_run_free(&runs[c]);
     bilo_set_num_threads(1);
+    const speedups esj = esj_speedups(ours, torch, rounds); /* before the rows sort them */
     for (int i = 0; i < CSV_ROWS; i++) {
         char name[96];
         snprintf(name, sizeof name, "logreg_hypergrad_%s", csv_timed[i / 2].label);
@@ -258,6 +280,8 @@ static void csv_times(dataset *ds, const char *script, int rounds)
         bench_csv_row(name, i % 2 + 1, "s", false, bench_summarize(ours[i], rounds), "PyTorch",
                       torch_ok ? &t : NULL);
     }
+    bench_csv_row("logreg_esj_Q10_T100_speedup_2t_over_1t", 2, "x", true, esj.ours, "PyTorch",
+                  torch_ok ? &esj.torch : NULL);
 }
 
 /* ITD at T = 1000, 1 thread, once: bilo's allocator peak vs torch's resident-memory peak,
@@ -288,9 +312,6 @@ int main(int argc, char **argv)
         dataset ds = make_dataset();
         csv_times(&ds, have_torch ? script : NULL, bench_has_flag(argc, argv, "--quick") ? 3 : 5);
         csv_peak_memory(&ds, have_torch ? script : NULL);
-        /* ESJ (Q = 10, T = 100) at 1 vs 2 threads joins here once the ESJ estimator lands: a
-           csv_times row pair with {"esj_Q10_T100", "esj", "Q=10,T=100,..."} and its torch
-           config in bench/peers/torch_bilevel.py. */
         free_dataset(&ds);
         return 0;
     }

@@ -60,8 +60,6 @@ for program in gemm kernels autograd nn bilevel; do
         echo "bench/run.sh: bench_$program failed" >&2
     fi
 done
-# ESJ (Q = 10, T = 100, 1 vs 2 threads) joins through bench_bilevel --csv once the ESJ
-# estimator is merged; see the note in bench/bench_bilevel.c.
 cp "$rows" "$out"
 
 echo

@@ -9,7 +9,9 @@ log-weights), printed as `key value` lines that the C benchmark reads and divide
 Configs: itd_T<T> (T SGD steps from W = 0 recorded with create_graph, then the gradient of the
 validation loss w.r.t. x through them) and cg_T<T>_K<K> (T SGD steps without a graph, K
 conjugate-gradient iterations of Hessian-vector products for H v = grad_W f, then the mixed
-product -d/dx <grad_W g, v>). Inner step 0.1, x = -3, as in the C program. The C program runs
+product -d/dx <grad_W g, v>) and esj_Q<Q>_T<T> (T SGD steps without a graph from W = 0 at x
+and at x + mu u_q for Q Gaussian directions u_q, mu = 0.01; the estimate
+(1/Q) sum_q <(W_T(x + mu u_q) - W_T(x)) / mu, grad_W f> u_q). Inner step 0.1, x = -3, as in the C program. The C program runs
 this script with OMP_WAIT_POLICY=PASSIVE and OPENBLAS_NUM_THREADS=1 (Debian's torch does its
 GEMMs in OpenBLAS, whose pool torch.set_num_threads does not control; see
 /work/shared/research/peers.md).
@@ -43,6 +45,14 @@ def upper(data, W):
     return torch.nn.functional.cross_entropy(X @ W, y)
 
 
+def inner_solve(data, x, T):
+    W = torch.zeros(D, C, requires_grad=True)
+    for _ in range(T):
+        (gW,) = torch.autograd.grad(lower(data, x, W), W)
+        W = (W - LR * gW).detach().requires_grad_(True)
+    return W
+
+
 def itd(data, x, T):
     W = torch.zeros(D, C, requires_grad=True)
     for _ in range(T):
@@ -53,10 +63,7 @@ def itd(data, x, T):
 
 
 def aid_cg(data, x, T, K):
-    W = torch.zeros(D, C, requires_grad=True)
-    for _ in range(T):
-        (gW,) = torch.autograd.grad(lower(data, x, W), W)
-        W = (W - LR * gW).detach().requires_grad_(True)
+    W = inner_solve(data, x, T)
     (b,) = torch.autograd.grad(upper(data, W), W)
     (gW,) = torch.autograd.grad(lower(data, x, W), W, create_graph=True)
     v, r = torch.zeros_like(b), b.clone()
@@ -71,11 +78,26 @@ def aid_cg(data, x, T, K):
     return -mixed  # f does not depend on x directly
 
 
+def esj(data, x, T, Q, gen, mu=0.01):
+    x0 = x.detach()
+    W = inner_solve(data, x0, T)
+    (fy,) = torch.autograd.grad(upper(data, W), W)
+    estimate = torch.zeros_like(x0)
+    for _ in range(Q):
+        u = torch.randn(x0.shape, generator=gen)
+        W_mu = inner_solve(data, x0 + mu * u, T)
+        estimate += ((W_mu - W).detach() * fy).sum() / mu * u
+    return estimate / Q  # f does not depend on x directly
+
+
 def run(config, data, x):
-    m = re.fullmatch(r"itd_T(\d+)|cg_T(\d+)_K(\d+)", config)
+    m = re.fullmatch(r"itd_T(\d+)|cg_T(\d+)_K(\d+)|esj_Q(\d+)_T(\d+)", config)
     if m.group(1):
         T = int(m.group(1))
         return lambda: itd(data, x, T), REPS.get(T, 1)
+    if m.group(4):
+        Q, T, gen = int(m.group(4)), int(m.group(5)), torch.Generator().manual_seed(7)
+        return lambda: esj(data, x, T, Q, gen), 1
     T, K = int(m.group(2)), int(m.group(3))
     return lambda: aid_cg(data, x, T, K), 2
 
