@@ -192,21 +192,28 @@ static int first_path_error(const es_run *r)
 
 /* T inner steps of every path, in one parallel region when the lower level is full-batch.
    With minibatches the paths advance in lockstep, one region per step, so that the calling
-   thread draws each batch once and every path reads it. Costs are summed in path order. */
+   thread draws each batch once and every path reads it. Costs are summed in path order.
+   The region takes a multiple of the thread count of paths; the rest (Q + 1 = 11 paths on 2
+   threads leave one) run after it on the calling thread, whose ops then use every thread —
+   instead of one thread working alone while the other idles. The ops' results do not depend
+   on the thread count, so neither does the estimate. */
 static int run_paths(es_run *r)
 {
     bilo_estimator *e = r->e;
     int nt = run_threads(r->o), rc = 0, T = e->inner.T;
     int chunk = e->prob.lower_data ? 1 : T;
     if (nt > r->n_paths) nt = r->n_paths;
+    const int in_region = r->n_paths / nt * nt;
     for (int t = 0; t < T && rc == 0; t += chunk) {
         bilo_batch batch;
         const bilo_batch *use;
         bilo_scope_begin();
         rc = bilo__next_batch(e, false, &batch, &use);
         if (rc == 0) {
-            BILO__PARALLEL_FOR(nt, p, r->n_paths,
+            BILO__PARALLEL_FOR(nt, p, in_region,
                                for (int s = 0; s < chunk; s++) path_step(e, &r->paths[p], use););
+            for (int p = in_region; p < r->n_paths; p++)
+                for (int s = 0; s < chunk; s++) path_step(e, &r->paths[p], use);
             rc = first_path_error(r);
         }
         bilo_scope_end();
