@@ -529,12 +529,7 @@ static const bilo__method_setting l2reg_settings[] = {
     {"esj-s", "T=20,optim=sgd,lr=0.1,Q=10,mu=0.01"},
     {"pzobo", "T=20,lr=0.1,momentum=0,Q=10,mu=0.01"},
     {"pzobo-s", "T=20,optim=sgd,lr=0.1,Q=10,mu=0.01"},
-    {"bome", "T=20,lr=0.1,y_lr=0.1"},
-    {"bome-hpo", "T=20,lr=0.1,momentum=0,y_lr=0.1,y_momentum=0"},
-    {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},
-    {"soba", "T=20,lr=0.1,decay=0"},
-    {"fsla", "T=20,lr=0.1,decay=0"},
-    {"penalty", "T=20,optim=adam,lr=0.01,rho0=3,lambda0=3"},
+    BILO__T20_SGD_FIRST_ORDER_SETTINGS,
     {NULL, NULL}};
 
 static const char *l2reg_method_options(const char *method)

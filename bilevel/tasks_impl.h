@@ -58,6 +58,17 @@ typedef struct {
 /* The options of `method` in table, "" when the table has none. */
 const char *bilo__method_setting_find(const bilo__method_setting *table, const char *method);
 
+/* The rows of the first-order, single-loop and penalty methods that the dataset tasks with 20
+   inner SGD steps of 0.1 share (l2reg, meta-fmnist): constant steps, F2SA from λ = 10 with y's
+   step scaled by 1/λ, penalty with Adam 0.01 from ρ = λ = 3. */
+#define BILO__T20_SGD_FIRST_ORDER_SETTINGS                                   \
+    {"bome", "T=20,lr=0.1,y_lr=0.1"},                                        \
+    {"bome-hpo", "T=20,lr=0.1,momentum=0,y_lr=0.1,y_momentum=0"},            \
+    {"f2sa", "T=20,lr=0.1,y_lr_over_lambda=1,decay=0,lambda0=10"},           \
+    {"soba", "T=20,lr=0.1,decay=0"},                                         \
+    {"fsla", "T=20,lr=0.1,decay=0"},                                         \
+    {"penalty", "T=20,optim=adam,lr=0.01,rho0=3,lambda0=3"}
+
 extern const bilo__task_kind bilo__task_quadratic, bilo__task_coreset, bilo__task_hyperrep,
     bilo__task_meta_sinusoid, bilo__task_hyperclean, bilo__task_l2reg, bilo__task_meta_fmnist;
 

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "bilo.h"
-#include "tap.h"
+#include "checks.h"
 
 #define NX 3
 #define NY 4
@@ -105,31 +105,10 @@ static inline bilo_tensor *upper(bilo_tensor *const *x, bilo_tensor *const *y, c
 /* ---- the closed form, in plain doubles ---- */
 static inline void solve(const double *m, int n, const double *b, double *out)
 {
-    double a[NY * NY + NX * NX], r[NY];
+    double a[NY * NY + NX * NX];
     memcpy(a, m, (size_t)(n * n) * sizeof *a);
-    memcpy(r, b, (size_t)n * sizeof *r);
-    for (int j = 0; j < n; j++) {
-        int p = j;
-        for (int i = j + 1; i < n; i++)
-            if (fabs(a[i * n + j]) > fabs(a[p * n + j])) p = i;
-        for (int k = 0; k < n; k++) {
-            double t = a[j * n + k];
-            a[j * n + k] = a[p * n + k];
-            a[p * n + k] = t;
-        }
-        double t = r[j];
-        r[j] = r[p];
-        r[p] = t;
-        for (int i = j + 1; i < n; i++) {
-            double f = a[i * n + j] / a[j * n + j];
-            for (int k = j; k < n; k++) a[i * n + k] -= f * a[j * n + k];
-            r[i] -= f * r[j];
-        }
-    }
-    for (int i = n - 1; i >= 0; i--) {
-        for (int k = i + 1; k < n; k++) r[i] -= a[i * n + k] * out[k];
-        out[i] = r[i] / a[i * n + i];
-    }
+    memmove(out, b, (size_t)n * sizeof *out);
+    solve_in_place(a, out, n);
 }
 
 static inline void y_star(const quad *q, const double *x, double *y)

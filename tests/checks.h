@@ -40,4 +40,32 @@ static inline void check_error(bool failed, int code, const char *needle, const 
     bilo_clear_error();
 }
 
+/* a·v = b by Gaussian elimination with partial pivoting, in plain doubles: a [n, n] and b [n]
+   are overwritten, v is left in b. The tests' independent reference for linear solves. */
+static inline void solve_in_place(double *a, double *b, int n)
+{
+    for (int j = 0; j < n; j++) {
+        int p = j;
+        for (int i = j + 1; i < n; i++)
+            if (fabs(a[i * n + j]) > fabs(a[p * n + j])) p = i;
+        for (int k = 0; k < n; k++) {
+            double s = a[j * n + k];
+            a[j * n + k] = a[p * n + k];
+            a[p * n + k] = s;
+        }
+        double s = b[j];
+        b[j] = b[p];
+        b[p] = s;
+        for (int i = j + 1; i < n; i++) {
+            double m = a[i * n + j] / a[j * n + j];
+            for (int k = j; k < n; k++) a[i * n + k] -= m * a[j * n + k];
+            b[i] -= m * b[j];
+        }
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        for (int k = i + 1; k < n; k++) b[i] -= a[i * n + k] * b[k];
+        b[i] /= a[i * n + i];
+    }
+}
+
 #endif

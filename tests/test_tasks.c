@@ -41,33 +41,6 @@ static double norm(const double *a, int n)
     return sqrt(s);
 }
 
-/* a·v = b by Gaussian elimination with partial pivoting (a, b overwritten; v in b). */
-static void solve_dense(double *a, double *b, int n)
-{
-    for (int j = 0; j < n; j++) {
-        int p = j;
-        for (int i = j + 1; i < n; i++)
-            if (fabs(a[i * n + j]) > fabs(a[p * n + j])) p = i;
-        for (int k = 0; k < n; k++) {
-            double s = a[j * n + k];
-            a[j * n + k] = a[p * n + k];
-            a[p * n + k] = s;
-        }
-        double s = b[j];
-        b[j] = b[p];
-        b[p] = s;
-        for (int i = j + 1; i < n; i++) {
-            double m = a[i * n + j] / a[j * n + j];
-            for (int k = j; k < n; k++) a[i * n + k] -= m * a[j * n + k];
-            b[i] -= m * b[j];
-        }
-    }
-    for (int i = n - 1; i >= 0; i--) {
-        for (int k = i + 1; k < n; k++) b[i] -= a[i * n + k] * b[k];
-        b[i] /= a[i * n + i];
-    }
-}
-
 /* A loss of the problem (lower or upper) at its x and y[0] = yv, and its gradient in y[0]. */
 static double loss_at(const bilo_problem *p, bool upper, const double *yv, double *grad)
 {
@@ -97,7 +70,7 @@ static void inner_solution(const bilo_problem *p, int n, double *ys)
         for (int r = 0; r < n; r++) a[r * n + i] = col[r] - ys[r];
     }
     for (int r = 0; r < n; r++) ys[r] = -ys[r];
-    solve_dense(a, ys, n);
+    solve_in_place(a, ys, n);
 }
 
 /* Φ(x) = f(x, y*(x)) with y* from inner_solution; x written into the problem's x[0]. */
