@@ -478,3 +478,142 @@ BILO_API bilo_tensor *bilo_log_softmax(bilo_tensor *x, int axis)
 {
     return exp_op("bilo_log_softmax", BILO_OP_LOG_SOFTMAX, EXP_LOG_SOFTMAX, x, axis, false);
 }
+
+/* ---- softmax cross-entropy: per-row losses and their fused gradient ---- */
+
+/* Rows per work item: threads split fixed row blocks, and each row is computed whole by one
+   thread, so results do not depend on the thread count. */
+#define XENT_ROWS 256
+
+bool bilo__check_class_labels(const char *op, const bilo_tensor *logits, const bilo_tensor *labels)
+{
+    char sl[BILO_SHAPE_BUF], sy[BILO_SHAPE_BUF];
+    if (!bilo__check_float(op, logits)) return false;
+    if (labels->dtype != BILO_I64) {
+        bilo__fail(BILO_EDTYPE, "%s: labels are %s, not i64", op, bilo_dtype_name(labels->dtype));
+        return false;
+    }
+    if (logits->ndim != 2 || labels->ndim != 1 || labels->shape[0] != logits->shape[0]) {
+        bilo__fail(BILO_ESHAPE, "%s: logits %s and labels %s are not [n, C] and [n]", op,
+                   bilo__shape_str(sl, logits->ndim, logits->shape),
+                   bilo__shape_str(sy, labels->ndim, labels->shape));
+        return false;
+    }
+    const int64_t *y = bilo__ptr(labels);
+    int64_t classes = logits->shape[1];
+    for (int64_t i = 0; i < labels->numel; i++) {
+        if (y[i] < 0 || y[i] >= classes) {
+            bilo__fail(BILO_ERANGE, "%s: label %lld at row %lld is outside [0, %lld)", op,
+                       (long long)y[i], (long long)i, (long long)classes);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* For `rows` rows of C >= 1 logits z: e = exp(z - row max) (one exp call over the block),
+   row_max and row_sum = Σ_c e per row. A row whose max is not finite gets NaN in e. */
+static void shifted_exp_rows(const bilo_kernels *k, bilo_dtype dt, const void *z, int64_t rows,
+                             int64_t C, void *e, double *row_max, double *row_sum)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        row_max[r] = k_extreme(k, dt, true, elem(dt, z, r * C), C);
+        k_unary(k, dt, BILO_KU_ADD_SCALAR, elem(dt, z, r * C), elem(dt, e, r * C), C, -row_max[r]);
+    }
+    k_unary(k, dt, BILO_KU_EXP, e, e, rows * C, 0);
+    for (int64_t r = 0; r < rows; r++) row_sum[r] = k_sum(k, dt, elem(dt, e, r * C), C);
+}
+
+/* The work of one op call: rows [0, n) of C classes, split into XENT_ROWS blocks. */
+typedef struct {
+    const bilo_kernels *k;
+    bilo_dtype dt;
+    int64_t n, C;
+    const void *z;
+    const int64_t *labels;
+} xent_rows;
+
+static int64_t xent_blocks(const xent_rows *w) { return (w->n + XENT_ROWS - 1) / XENT_ROWS; }
+
+/* loss_i = logsumexp(z_i) - z_i[y_i] = (max_i - z_i[y_i]) + log Σ_c exp(z_ic - max_i): the
+   difference comes first, so large equal logits cancel exactly. e is scratch of the block. */
+static void xent_loss_block(const xent_rows *w, int64_t block, void *e, void *loss)
+{
+    double row_max[XENT_ROWS], row_sum[XENT_ROWS];
+    int64_t r0 = block * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0);
+    const void *z = elem(w->dt, w->z, r0 * w->C);
+    shifted_exp_rows(w->k, w->dt, z, rows, w->C, elem(w->dt, e, r0 * w->C), row_max, row_sum);
+    for (int64_t r = 0; r < rows; r++) {
+        double picked = load(w->dt, z, r * w->C + w->labels[r0 + r]);
+        double m = row_max[r];
+        store(w->dt, loss, r0 + r, isfinite(m) ? (m - picked) + log(row_sum[r]) : m - picked);
+    }
+}
+
+/* dz_i = (softmax(z_i) - onehot(y_i)) g_i, the softmax written straight into dz. */
+static void xent_grad_block(const xent_rows *w, int64_t block, const void *g, void *dz)
+{
+    double row_max[XENT_ROWS], row_sum[XENT_ROWS];
+    int64_t r0 = block * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0), C = w->C;
+    void *d = elem(w->dt, dz, r0 * C);
+    shifted_exp_rows(w->k, w->dt, elem(w->dt, w->z, r0 * C), rows, C, d, row_max, row_sum);
+    for (int64_t r = 0; r < rows; r++) {
+        double gr = load(w->dt, g, r0 + r);
+        k_unary(w->k, w->dt, BILO_KU_MUL_SCALAR, elem(w->dt, d, r * C), elem(w->dt, d, r * C), C,
+                gr / row_sum[r]);
+        int64_t at = r * C + w->labels[r0 + r];
+        store(w->dt, d, at, load(w->dt, d, at) - gr);
+    }
+}
+
+static xent_rows xent_work(const bilo_tensor *logits, const bilo_tensor *labels)
+{
+    return (xent_rows){bilo__kernels(), logits->dtype, logits->shape[0], logits->shape[1],
+                       bilo__ptr(logits), bilo__ptr(labels)};
+}
+
+BILO_API bilo_tensor *bilo_softmax_cross_entropy(bilo_tensor *logits, bilo_tensor *labels)
+{
+    static const char name[] = "bilo_softmax_cross_entropy";
+    if (!logits || !labels) return NULL;
+    if (!bilo__check_class_labels(name, logits, labels)) return NULL;
+    xent_rows w = xent_work(logits, labels);
+    /* The exponentials go to scratch: only the per-row sums are kept. */
+    size_t scratch_bytes = (size_t)logits->numel * bilo_dtype_size(w.dt);
+    void *e = scratch_bytes ? bilo__alloc(scratch_bytes) : NULL;
+    if (scratch_bytes && !e)
+        return bilo__fail(BILO_ENOMEM, "%s: out of memory for %zu bytes of scratch", name,
+                          scratch_bytes);
+    bilo_tensor *loss = bilo__new(name, w.dt, 1, &w.n);
+    void *pl = loss ? bilo__ptr(loss) : NULL;
+    BILO__PARALLEL_FOR(bilo__threads_for(logits->numel), b, loss ? xent_blocks(&w) : 0,
+                       { xent_loss_block(&w, b, e, pl); });
+    bilo__free(e, scratch_bytes);
+    bilo_tensor *in[2] = {logits, labels};
+    return bilo__record(BILO_OP_SOFTMAX_CROSS_ENTROPY, loss, in, 2, NULL);
+}
+
+BILO_API bilo_tensor *bilo_softmax_cross_entropy_backward(bilo_tensor *logits,
+                                                          bilo_tensor *labels, bilo_tensor *g)
+{
+    static const char name[] = "bilo_softmax_cross_entropy_backward";
+    if (!logits || !labels || !g) return NULL;
+    if (!bilo__check_class_labels(name, logits, labels) ||
+        !bilo__check_same_dtype(name, logits, g))
+        return NULL;
+    if (g->ndim != 1 || g->shape[0] != logits->shape[0]) {
+        char sl[BILO_SHAPE_BUF], sg[BILO_SHAPE_BUF];
+        return bilo__fail(BILO_ESHAPE, "%s: g %s is not [n] for logits %s", name,
+                          bilo__shape_str(sg, g->ndim, g->shape),
+                          bilo__shape_str(sl, logits->ndim, logits->shape));
+    }
+    xent_rows w = xent_work(logits, labels);
+    bilo_tensor *dz = bilo__new(name, w.dt, 2, logits->shape);
+    if (!dz) return NULL;
+    const void *pg = bilo__ptr(g);
+    void *pd = bilo__ptr(dz);
+    BILO__PARALLEL_FOR(bilo__threads_for(logits->numel), b, xent_blocks(&w),
+                       { xent_grad_block(&w, b, pg, pd); });
+    bilo_tensor *in[3] = {logits, labels, g};
+    return bilo__record(BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD, dz, in, 3, NULL);
+}
