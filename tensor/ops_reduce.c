@@ -511,18 +511,55 @@ bool bilo__check_class_labels(const char *op, const bilo_tensor *logits, const b
     return true;
 }
 
-/* For `rows` rows of C >= 1 logits z: e = exp(z - row max) (one exp call over the block),
-   row_max and row_sum = Σ_c e per row. A row whose max is not finite gets NaN in e. */
-static void shifted_exp_rows(const bilo_kernels *k, bilo_dtype dt, const void *z, int64_t rows,
-                             int64_t C, void *e, double *row_max, double *row_sum)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        row_max[r] = k_extreme(k, dt, true, elem(dt, z, r * C), C);
-        k_unary(k, dt, BILO_KU_ADD_SCALAR, elem(dt, z, r * C), elem(dt, e, r * C), C, -row_max[r]);
+/* One block of `rows` rows of C >= 1 logits z in T (float or double). Plain loops do the
+   short per-row work (a kernel call per row of ten classes costs more than the row) and one
+   vector exp call covers the block; sums accumulate in double.
+   shifted_exp writes e = exp(z - row max), the row maxima and the row sums of e (a NaN logit
+   makes its row's max or sum NaN, so its loss and gradient row are NaN). xent_loss writes loss_i = (max_i - z_i[y_i]) + log Σ_c e_ic: the difference
+   comes first, so large equal logits cancel exactly. xent_grad writes the softmax straight
+   into dz and turns it into (softmax - onehot) g in place. */
+#define DEFINE_XENT(T, S)                                                                       \
+    static void shifted_exp_##S(const bilo_kernels *k, const T *z, int64_t rows, int64_t C,      \
+                                T *e, double *row_max, double *row_sum)                          \
+    {                                                                                           \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            const T *zr = z + r * C;                                                            \
+            T m = zr[0];                                                                        \
+            for (int64_t c = 1; c < C; c++) m = zr[c] > m ? zr[c] : m;                          \
+            for (int64_t c = 0; c < C; c++) e[r * C + c] = zr[c] - m;                           \
+            row_max[r] = m;                                                                     \
+        }                                                                                       \
+        k->unary_##S[BILO_KU_EXP](e, e, rows * C, 0);                                           \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            double s = 0;                                                                       \
+            for (int64_t c = 0; c < C; c++) s += e[r * C + c];                                  \
+            row_sum[r] = s;                                                                     \
+        }                                                                                       \
+    }                                                                                           \
+    static void xent_loss_##S(const bilo_kernels *k, const T *z, const int64_t *labels,         \
+                              int64_t rows, int64_t C, T *e, T *loss)                           \
+    {                                                                                           \
+        double row_max[XENT_ROWS], log_sum[XENT_ROWS];                                          \
+        shifted_exp_##S(k, z, rows, C, e, row_max, log_sum);                                    \
+        k->unary_f64[BILO_KU_LOG](log_sum, log_sum, rows, 0);                                   \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            double m = row_max[r], picked = z[r * C + labels[r]];                               \
+            loss[r] = (T)(isfinite(m) ? (m - picked) + log_sum[r] : m - picked);                \
+        }                                                                                       \
+    }                                                                                           \
+    static void xent_grad_##S(const bilo_kernels *k, const T *z, const int64_t *labels,         \
+                              const T *g, int64_t rows, int64_t C, T *dz)                       \
+    {                                                                                           \
+        double row_max[XENT_ROWS], row_sum[XENT_ROWS];                                          \
+        shifted_exp_##S(k, z, rows, C, dz, row_max, row_sum);                                   \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            T scale = (T)(g[r] / row_sum[r]), *dr = dz + r * C;                                 \
+            for (int64_t c = 0; c < C; c++) dr[c] *= scale;                                     \
+            dr[labels[r]] -= g[r];                                                              \
+        }                                                                                       \
     }
-    k_unary(k, dt, BILO_KU_EXP, e, e, rows * C, 0);
-    for (int64_t r = 0; r < rows; r++) row_sum[r] = k_sum(k, dt, elem(dt, e, r * C), C);
-}
+DEFINE_XENT(float, f32)
+DEFINE_XENT(double, f64)
 
 /* The work of one op call: rows [0, n) of C classes, split into XENT_ROWS blocks. */
 typedef struct {
@@ -535,35 +572,28 @@ typedef struct {
 
 static int64_t xent_blocks(const xent_rows *w) { return (w->n + XENT_ROWS - 1) / XENT_ROWS; }
 
-/* loss_i = logsumexp(z_i) - z_i[y_i] = (max_i - z_i[y_i]) + log Σ_c exp(z_ic - max_i): the
-   difference comes first, so large equal logits cancel exactly. e is scratch of the block. */
-static void xent_loss_block(const xent_rows *w, int64_t block, void *e, void *loss)
+/* Losses of block b into loss; e is scratch the size of the logits. */
+static void xent_loss_block(const xent_rows *w, int64_t b, void *e, void *loss)
 {
-    double row_max[XENT_ROWS], row_sum[XENT_ROWS];
-    int64_t r0 = block * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0);
-    const void *z = elem(w->dt, w->z, r0 * w->C);
-    shifted_exp_rows(w->k, w->dt, z, rows, w->C, elem(w->dt, e, r0 * w->C), row_max, row_sum);
-    for (int64_t r = 0; r < rows; r++) {
-        double picked = load(w->dt, z, r * w->C + w->labels[r0 + r]);
-        double m = row_max[r];
-        store(w->dt, loss, r0 + r, isfinite(m) ? (m - picked) + log(row_sum[r]) : m - picked);
-    }
+    int64_t r0 = b * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0), at = r0 * w->C;
+    if (w->dt == BILO_F32)
+        xent_loss_f32(w->k, (const float *)w->z + at, w->labels + r0, rows, w->C,
+                      (float *)e + at, (float *)loss + r0);
+    else
+        xent_loss_f64(w->k, (const double *)w->z + at, w->labels + r0, rows, w->C,
+                      (double *)e + at, (double *)loss + r0);
 }
 
-/* dz_i = (softmax(z_i) - onehot(y_i)) g_i, the softmax written straight into dz. */
-static void xent_grad_block(const xent_rows *w, int64_t block, const void *g, void *dz)
+/* Gradient rows of block b into dz for output gradient g. */
+static void xent_grad_block(const xent_rows *w, int64_t b, const void *g, void *dz)
 {
-    double row_max[XENT_ROWS], row_sum[XENT_ROWS];
-    int64_t r0 = block * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0), C = w->C;
-    void *d = elem(w->dt, dz, r0 * C);
-    shifted_exp_rows(w->k, w->dt, elem(w->dt, w->z, r0 * C), rows, C, d, row_max, row_sum);
-    for (int64_t r = 0; r < rows; r++) {
-        double gr = load(w->dt, g, r0 + r);
-        k_unary(w->k, w->dt, BILO_KU_MUL_SCALAR, elem(w->dt, d, r * C), elem(w->dt, d, r * C), C,
-                gr / row_sum[r]);
-        int64_t at = r * C + w->labels[r0 + r];
-        store(w->dt, d, at, load(w->dt, d, at) - gr);
-    }
+    int64_t r0 = b * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0), at = r0 * w->C;
+    if (w->dt == BILO_F32)
+        xent_grad_f32(w->k, (const float *)w->z + at, w->labels + r0, (const float *)g + r0,
+                      rows, w->C, (float *)dz + at);
+    else
+        xent_grad_f64(w->k, (const double *)w->z + at, w->labels + r0, (const double *)g + r0,
+                      rows, w->C, (double *)dz + at);
 }
 
 static xent_rows xent_work(const bilo_tensor *logits, const bilo_tensor *labels)

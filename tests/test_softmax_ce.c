@@ -117,6 +117,16 @@ static void test_closed_forms(void)
     bilo_tensor *l3 = bilo_softmax_cross_entropy(bilo_from_data(BILO_F64, BILO_SHAPE(1, 3), flat),
                                                  bilo_from_data(BILO_I64, BILO_SHAPE(1), zeros));
     tap_ok(max_diff(l3, (double[]){log(3)}, 1) < 1e-15, "three equal logits: log 3");
+    double with_nan[] = {NAN, 1, 2, 1, NAN, 2, 1, 2, 3};
+    bilo_tensor *zn = bilo_from_data(BILO_F64, BILO_SHAPE(3, 3), with_nan);
+    bilo_tensor *yn = bilo_from_data(BILO_I64, BILO_SHAPE(3), (int64_t[]){1, 0, 2});
+    bilo_tensor *ln = bilo_softmax_cross_entropy(zn, yn);
+    bilo_tensor *dn = bilo_softmax_cross_entropy_backward(zn, yn, bilo_ones(BILO_F64, BILO_SHAPE(3)));
+    bool nan_rows = ln && dn && isnan(bilo_get_flat(ln, 0)) && isnan(bilo_get_flat(ln, 1)) &&
+                    fabs(bilo_get_flat(ln, 2) - (log(exp(-2) + exp(-1) + 1))) < 1e-15;
+    for (int64_t i = 0; nan_rows && i < 9; i++) nan_rows = isnan(bilo_get_flat(dn, i)) == (i < 6);
+    tap_ok(nan_rows, "a NaN logit (first or later in its row) makes that row's loss and gradient "
+                     "NaN and no other");
     bilo_tensor *l0 = bilo_softmax_cross_entropy(bilo_zeros(BILO_F32, BILO_SHAPE(0, 4)),
                                                  bilo_zeros(BILO_I64, BILO_SHAPE(0)));
     tap_ok(l0 && bilo_numel(l0) == 0 && bilo_dtype_of(l0) == BILO_F32, "no rows: empty f32 result");
