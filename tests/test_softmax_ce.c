@@ -203,6 +203,76 @@ static void test_derivatives(void)
     bilo_scope_end();
 }
 
+/* ---- what an unrolled step keeps ---- */
+
+/* Steps W ← W - 0.1 ∇_W [mean CE(X W) + ½ Σ W²] recorded with CREATE_GRAPH, as ITD unrolls
+   them: the bytes each step leaves alive. The fused gradient keeps the logits X W and no
+   softmax, so a step keeps one [n, C] tensor (the composite log_softmax kept two). */
+static double bytes_per_unrolled_step(int64_t n, int64_t d, int64_t C, int steps)
+{
+    bilo_tensor *X = bilo_randn(BILO_F64, BILO_SHAPE(n, d), &rng);
+    bilo_tensor *y = make_problem(BILO_F64, n, C, 1.0).labels;
+    bilo_tensor *W = bilo_zeros(BILO_F64, BILO_SHAPE(d, C));
+    bilo_set_requires_grad(W, true);
+    bilo_mem_stats before, after;
+    bilo_mem_get_stats(&before);
+    bilo_scope_begin();
+    for (int t = 0; t < steps && W; t++) {
+        bilo_scope_begin();
+        bilo_tensor *loss = bilo_add(bilo_nn_cross_entropy(bilo_matmul(X, W), y, BILO_REDUCE_MEAN),
+                                     bilo_mul_scalar(bilo_dot(W, W), 0.5));
+        bilo_tensor *g = NULL;
+        W = bilo_grad(&loss, 1, NULL, &W, 1, &g, BILO_CREATE_GRAPH) ? NULL
+                                                                     : bilo_sub(W, bilo_mul_scalar(g, 0.1));
+        bilo_scope_return(W);
+        bilo_scope_end();
+    }
+    bilo_mem_get_stats(&after);
+    bilo_scope_end();
+    return W ? ((double)after.live_bytes - (double)before.live_bytes) / steps : INFINITY;
+}
+
+/* The gradient in w of Σ c w², recorded with CREATE_GRAPH, with c requiring grad as well (the
+   weighted L2 penalty of a hyperparameter problem): it keeps itself, c's and w's output
+   gradients, and w, alive anyway; square's rule is 2 (g w), so no fresh 2 w is saved too. */
+static double bytes_kept_by_penalty_gradient(int64_t n)
+{
+    bilo_tensor *w = bilo_randn(BILO_F64, BILO_SHAPE(n), &rng);
+    bilo_tensor *c = bilo_randn(BILO_F64, BILO_SHAPE(n), &rng);
+    bilo_set_requires_grad(w, true);
+    bilo_set_requires_grad(c, true);
+    bilo_mem_stats before, after;
+    bilo_mem_get_stats(&before);
+    bilo_scope_begin();
+    bilo_tensor *g = NULL;
+    bilo_scope_begin();
+    bilo_tensor *loss = bilo_sum(bilo_mul(c, bilo_square(w)), BILO_ALL_AXES, false);
+    bool ok = bilo_grad(&loss, 1, NULL, &w, 1, &g, BILO_CREATE_GRAPH) == 0;
+    if (ok) bilo_scope_return(g);
+    bilo_scope_end();
+    bilo_mem_get_stats(&after);
+    bilo_scope_end();
+    return ok ? (double)after.live_bytes - (double)before.live_bytes : INFINITY;
+}
+
+static void test_unrolled_memory(void)
+{
+    bilo_scope_begin();
+    const int64_t w_numel = 3000;
+    double w_bytes = (double)w_numel * sizeof(double);
+    double kept = bytes_kept_by_penalty_gradient(w_numel);
+    tap_ok(kept < 3.5 * w_bytes,
+           "the recorded gradient of sum(c square(w)) keeps %.0f bytes: three tensors the size "
+           "of w (%.0f bytes), no saved copy of 2 w", kept, w_bytes);
+    const int64_t n = 1000, d = 20, C = 10;
+    double logits_bytes = (double)(n * C) * sizeof(double);
+    double per_step = bytes_per_unrolled_step(n, d, C, 8);
+    tap_ok(per_step < 1.5 * logits_bytes,
+           "an unrolled CE step keeps %.0f bytes, less than 1.5 x the %.0f bytes of its logits",
+           per_step, logits_bytes);
+    bilo_scope_end();
+}
+
 /* ---- bad inputs ---- */
 
 static void test_errors(void)
@@ -272,6 +342,7 @@ int main(void)
     test_values();
     test_closed_forms();
     test_derivatives();
+    test_unrolled_memory();
     test_errors();
     test_threads();
     return tap_done();
