@@ -52,9 +52,12 @@ static void rsqrt_backward(const bilo_rule_ctx *c)
 {
     c->gx[0] = bilo_mul(G, bilo_mul_scalar(bilo_pow_scalar(Y, 3.0), -0.5));
 }
+/* 2 (g x), not g (2 x): the recorded mul then saves x itself, which is usually alive anyway,
+   rather than a fresh 2x (one tensor the size of x less per node under double backprop, e.g.
+   per unrolled step of an L2 penalty). Doubling is exact, so the values are the same. */
 static void square_backward(const bilo_rule_ctx *c)
 {
-    c->gx[0] = bilo_mul(G, bilo_mul_scalar(X0, 2.0));
+    c->gx[0] = bilo_mul_scalar(bilo_mul(G, X0), 2.0);
 }
 static void reciprocal_backward(const bilo_rule_ctx *c)
 {
@@ -202,6 +205,30 @@ static void log_softmax_backward(const bilo_rule_ctx *c)
 {
     int axis = c->attrs->axis;
     c->gx[0] = bilo_sub(G, bilo_mul(bilo_exp(Y), bilo_sum(G, axis, true)));
+}
+
+/* ---- softmax cross-entropy ------------------------------------------------------------- */
+
+/* inputs logits, labels: the fused gradient op, itself differentiable */
+static void softmax_cross_entropy_backward(const bilo_rule_ctx *c)
+{
+    c->gx[0] = bilo_softmax_cross_entropy_backward(X0, X1, G);
+}
+/* inputs logits z, labels, g of y = (p - onehot) g[:, None] with p = softmax(z); for the
+   incoming gradient u: dz = g p (u - Σ_c p u) and dg = Σ_c (p - onehot) u = Σ_c p u - u[label].
+   p is recomputed from z here rather than saved, so a node keeps no [n, C] softmax. */
+static void softmax_cross_entropy_backward_backward(const bilo_rule_ctx *c)
+{
+    bilo_tensor *g = c->x[2];
+    int64_t n = X0->shape[0];
+    bilo_tensor *p = bilo_softmax(X0, 1);
+    bilo_tensor *pu = bilo_sum(bilo_mul(p, G), 1, true);
+    if (c->need[0])
+        c->gx[0] = bilo_mul(bilo_mul(p, bilo_sub(G, pu)), bilo_reshape(g, BILO_SHAPE(n, 1)));
+    if (c->need[2]) {
+        bilo_tensor *picked = bilo_gather(G, 1, bilo_reshape(X1, BILO_SHAPE(n, 1)));
+        c->gx[2] = bilo_reshape(bilo_sub(pu, picked), BILO_SHAPE(n));
+    }
 }
 
 /* ---- linear algebra ------------------------------------------------------------------- */
@@ -433,6 +460,8 @@ static const bilo_op_rule rules[BILO_OP_COUNT] = {
     [BILO_OP_IM2COL] = {"im2col", im2col_backward, IN(0), INPUTS, SAVES_INPUTS},
     [BILO_OP_COL2IM] = {"col2im", col2im_backward, IN(0), INPUTS, SAVES_INPUTS},
     [BILO_OP_SPMM] = {"spmm", spmm_backward, IN(2) | IN(3), INPUTS, SAVES_INPUTS},
+    [BILO_OP_SOFTMAX_CROSS_ENTROPY] = {"softmax_cross_entropy", softmax_cross_entropy_backward, IN(0), INPUTS, SAVES_INPUTS},
+    [BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD] = {"softmax_cross_entropy_backward", softmax_cross_entropy_backward_backward, IN(0) | IN(2), INPUTS, SAVES_INPUTS},
 };
 
 const bilo_op_rule *bilo__op_rule(bilo_op_id op) { return &rules[op]; }

@@ -1,5 +1,6 @@
 /* bilo — nn losses and metrics, composed of public tensor ops so autograd differentiates the
-   losses (twice, for hypergradients) with no rule of their own. */
+   losses (twice, for hypergradients) with no rule of their own; cross-entropy is the fused
+   bilo_softmax_cross_entropy, whose gradient is an op of its own. */
 #include "bilo_nn.h"
 #include "tensor_impl.h"
 
@@ -24,33 +25,6 @@ static bilo_tensor *reduce(const char *op, bilo_tensor *per, bilo_reduction redu
     return bilo__fail(BILO_EINVAL, "%s: unknown reduction %d", op, (int)reduction);
 }
 
-/* logits [n, C] floating point, labels BILO_I64 [n] with every entry in [0, C). */
-static bool check_labels(const char *op, const bilo_tensor *logits, const bilo_tensor *labels)
-{
-    char sl[BILO_SHAPE_BUF], sy[BILO_SHAPE_BUF];
-    if (!bilo__check_float(op, logits)) return false;
-    if (labels->dtype != BILO_I64) {
-        bilo__fail(BILO_EDTYPE, "%s: labels are %s, not i64", op, bilo_dtype_name(labels->dtype));
-        return false;
-    }
-    if (logits->ndim != 2 || labels->ndim != 1 || labels->shape[0] != logits->shape[0]) {
-        bilo__fail(BILO_ESHAPE, "%s: logits %s and labels %s are not [n, C] and [n]", op,
-                   bilo__shape_str(sl, logits->ndim, logits->shape),
-                   bilo__shape_str(sy, labels->ndim, labels->shape));
-        return false;
-    }
-    const int64_t *y = bilo__ptr(labels);
-    int64_t classes = logits->shape[1];
-    for (int64_t i = 0; i < labels->numel; i++) {
-        if (y[i] < 0 || y[i] >= classes) {
-            bilo__fail(BILO_ERANGE, "%s: label %lld at row %lld is outside [0, %lld)", op,
-                       (long long)y[i], (long long)i, (long long)classes);
-            return false;
-        }
-    }
-    return true;
-}
-
 static bool check_same_shape(const char *op, const bilo_tensor *a, const bilo_tensor *b)
 {
     int same = a->ndim == b->ndim;
@@ -67,13 +41,9 @@ BILO_API bilo_tensor *bilo_nn_cross_entropy(bilo_tensor *logits, bilo_tensor *la
 {
     static const char op[] = "bilo_nn_cross_entropy";
     if (!logits || !labels) return NULL;
-    if (!check_labels(op, logits, labels)) return NULL;
-    int64_t n = logits->shape[0];
+    if (!bilo__check_class_labels(op, logits, labels)) return NULL;
     bilo_scope_begin();
-    bilo_tensor *picked = bilo_gather(bilo_log_softmax(logits, 1), 1,
-                                      bilo_reshape(labels, BILO_SHAPE(n, 1)));
-    bilo_tensor *per = bilo_neg(bilo_reshape(picked, BILO_SHAPE(n)));
-    return scope_result(reduce(op, per, reduction));
+    return scope_result(reduce(op, bilo_softmax_cross_entropy(logits, labels), reduction));
 }
 
 BILO_API bilo_tensor *bilo_nn_mse(bilo_tensor *pred, bilo_tensor *target,
@@ -121,7 +91,7 @@ static bool for_each_prediction(const char *op, bilo_tensor *logits, bilo_tensor
                                 void *user)
 {
     if (!logits || !labels) return false;
-    if (!check_labels(op, logits, labels)) return false;
+    if (!bilo__check_class_labels(op, logits, labels)) return false;
     bilo_scope_begin();
     bilo_tensor *pred = bilo_argmax(logits, 1, false);
     if (pred) {
@@ -163,7 +133,7 @@ BILO_API bilo_tensor *bilo_nn_confusion_matrix(bilo_tensor *logits, bilo_tensor 
 {
     static const char op[] = "bilo_nn_confusion_matrix";
     if (!logits || !labels) return NULL;
-    if (!check_labels(op, logits, labels)) return NULL;
+    if (!bilo__check_class_labels(op, logits, labels)) return NULL;
     int64_t classes = logits->shape[1];
     bilo_tensor *m = bilo_zeros(BILO_I64, BILO_SHAPE(classes, classes));
     if (!m) return NULL;

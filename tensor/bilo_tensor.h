@@ -227,6 +227,18 @@ BILO_API bilo_tensor *bilo_norm(bilo_tensor *x, int axis, bool keepdim);
 BILO_API bilo_tensor *bilo_dot(bilo_tensor *a, bilo_tensor *b);
 BILO_API bilo_tensor *bilo_softmax(bilo_tensor *x, int axis);
 BILO_API bilo_tensor *bilo_log_softmax(bilo_tensor *x, int axis);
+/* Softmax cross-entropy per row, fused: logits [n, C] (f32, f64) and BILO_I64 labels [n] with
+   every label in [0, C) → [n] of logits' dtype, loss_i = logsumexp(logits_i) - logits_i[label_i]
+   computed row by row (max, shifted exp-sum and pick fused, no [n, C] result), so logits of
+   any magnitude give finite losses.
+   Differentiable in logits; the gradient is bilo_softmax_cross_entropy_backward, so the node
+   saves the logits (and labels) and no softmax. */
+BILO_API bilo_tensor *bilo_softmax_cross_entropy(bilo_tensor *logits, bilo_tensor *labels);
+/* The gradient of the above for output gradient g [n] (logits' dtype):
+   (softmax(logits) - one_hot(labels)) ⊙ g[:, None] → [n, C], fused row by row. Itself
+   differentiable in logits and g (its rule is written with public ops, so any order works). */
+BILO_API bilo_tensor *bilo_softmax_cross_entropy_backward(bilo_tensor *logits,
+                                                          bilo_tensor *labels, bilo_tensor *g);
 
 /* ---- linear algebra ------------------------------------------------------------------ */
 /* op(a)·op(b) where op transposes the last two axes when its flag is set (no copy).

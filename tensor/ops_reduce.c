@@ -478,3 +478,172 @@ BILO_API bilo_tensor *bilo_log_softmax(bilo_tensor *x, int axis)
 {
     return exp_op("bilo_log_softmax", BILO_OP_LOG_SOFTMAX, EXP_LOG_SOFTMAX, x, axis, false);
 }
+
+/* ---- softmax cross-entropy: per-row losses and their fused gradient ---- */
+
+/* Rows per work item: threads split fixed row blocks, and each row is computed whole by one
+   thread, so results do not depend on the thread count. */
+#define XENT_ROWS 256
+
+bool bilo__check_class_labels(const char *op, const bilo_tensor *logits, const bilo_tensor *labels)
+{
+    char sl[BILO_SHAPE_BUF], sy[BILO_SHAPE_BUF];
+    if (!bilo__check_float(op, logits)) return false;
+    if (labels->dtype != BILO_I64) {
+        bilo__fail(BILO_EDTYPE, "%s: labels are %s, not i64", op, bilo_dtype_name(labels->dtype));
+        return false;
+    }
+    if (logits->ndim != 2 || labels->ndim != 1 || labels->shape[0] != logits->shape[0]) {
+        bilo__fail(BILO_ESHAPE, "%s: logits %s and labels %s are not [n, C] and [n]", op,
+                   bilo__shape_str(sl, logits->ndim, logits->shape),
+                   bilo__shape_str(sy, labels->ndim, labels->shape));
+        return false;
+    }
+    const int64_t *y = bilo__ptr(labels);
+    int64_t classes = logits->shape[1];
+    for (int64_t i = 0; i < labels->numel; i++) {
+        if (y[i] < 0 || y[i] >= classes) {
+            bilo__fail(BILO_ERANGE, "%s: label %lld at row %lld is outside [0, %lld)", op,
+                       (long long)y[i], (long long)i, (long long)classes);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One block of `rows` rows of C >= 1 logits z in T (float or double). Plain loops do the
+   short per-row work (a kernel call per row of ten classes costs more than the row) and one
+   vector exp call covers the block; sums accumulate in double.
+   shifted_exp writes e = exp(z - row max), the row maxima and the row sums of e (a NaN logit
+   makes its row's max or sum NaN, so its loss and gradient row are NaN). xent_loss writes loss_i = (max_i - z_i[y_i]) + log Σ_c e_ic: the difference
+   comes first, so large equal logits cancel exactly. xent_grad writes the softmax straight
+   into dz and turns it into (softmax - onehot) g in place. */
+#define DEFINE_XENT(T, S)                                                                       \
+    static void shifted_exp_##S(const bilo_kernels *k, const T *z, int64_t rows, int64_t C,      \
+                                T *e, double *row_max, double *row_sum)                          \
+    {                                                                                           \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            const T *zr = z + r * C;                                                            \
+            T m = zr[0];                                                                        \
+            for (int64_t c = 1; c < C; c++) m = zr[c] > m ? zr[c] : m;                          \
+            for (int64_t c = 0; c < C; c++) e[r * C + c] = zr[c] - m;                           \
+            row_max[r] = m;                                                                     \
+        }                                                                                       \
+        k->unary_##S[BILO_KU_EXP](e, e, rows * C, 0);                                           \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            double s = 0;                                                                       \
+            for (int64_t c = 0; c < C; c++) s += e[r * C + c];                                  \
+            row_sum[r] = s;                                                                     \
+        }                                                                                       \
+    }                                                                                           \
+    static void xent_loss_##S(const bilo_kernels *k, const T *z, const int64_t *labels,         \
+                              int64_t rows, int64_t C, T *e, T *loss)                           \
+    {                                                                                           \
+        double row_max[XENT_ROWS], log_sum[XENT_ROWS];                                          \
+        shifted_exp_##S(k, z, rows, C, e, row_max, log_sum);                                    \
+        k->unary_f64[BILO_KU_LOG](log_sum, log_sum, rows, 0);                                   \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            double m = row_max[r], picked = z[r * C + labels[r]];                               \
+            loss[r] = (T)(isfinite(m) ? (m - picked) + log_sum[r] : m - picked);                \
+        }                                                                                       \
+    }                                                                                           \
+    static void xent_grad_##S(const bilo_kernels *k, const T *z, const int64_t *labels,         \
+                              const T *g, int64_t rows, int64_t C, T *dz)                       \
+    {                                                                                           \
+        double row_max[XENT_ROWS], row_sum[XENT_ROWS];                                          \
+        shifted_exp_##S(k, z, rows, C, dz, row_max, row_sum);                                   \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            T scale = (T)(g[r] / row_sum[r]), *dr = dz + r * C;                                 \
+            for (int64_t c = 0; c < C; c++) dr[c] *= scale;                                     \
+            dr[labels[r]] -= g[r];                                                              \
+        }                                                                                       \
+    }
+DEFINE_XENT(float, f32)
+DEFINE_XENT(double, f64)
+
+/* The work of one op call: rows [0, n) of C classes, split into XENT_ROWS blocks. */
+typedef struct {
+    const bilo_kernels *k;
+    bilo_dtype dt;
+    int64_t n, C;
+    const void *z;
+    const int64_t *labels;
+} xent_rows;
+
+static int64_t xent_blocks(const xent_rows *w) { return (w->n + XENT_ROWS - 1) / XENT_ROWS; }
+
+/* Losses of block b into loss; e is scratch the size of the logits. */
+static void xent_loss_block(const xent_rows *w, int64_t b, void *e, void *loss)
+{
+    int64_t r0 = b * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0), at = r0 * w->C;
+    if (w->dt == BILO_F32)
+        xent_loss_f32(w->k, (const float *)w->z + at, w->labels + r0, rows, w->C,
+                      (float *)e + at, (float *)loss + r0);
+    else
+        xent_loss_f64(w->k, (const double *)w->z + at, w->labels + r0, rows, w->C,
+                      (double *)e + at, (double *)loss + r0);
+}
+
+/* Gradient rows of block b into dz for output gradient g. */
+static void xent_grad_block(const xent_rows *w, int64_t b, const void *g, void *dz)
+{
+    int64_t r0 = b * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0), at = r0 * w->C;
+    if (w->dt == BILO_F32)
+        xent_grad_f32(w->k, (const float *)w->z + at, w->labels + r0, (const float *)g + r0,
+                      rows, w->C, (float *)dz + at);
+    else
+        xent_grad_f64(w->k, (const double *)w->z + at, w->labels + r0, (const double *)g + r0,
+                      rows, w->C, (double *)dz + at);
+}
+
+static xent_rows xent_work(const bilo_tensor *logits, const bilo_tensor *labels)
+{
+    return (xent_rows){bilo__kernels(), logits->dtype, logits->shape[0], logits->shape[1],
+                       bilo__ptr(logits), bilo__ptr(labels)};
+}
+
+BILO_API bilo_tensor *bilo_softmax_cross_entropy(bilo_tensor *logits, bilo_tensor *labels)
+{
+    static const char name[] = "bilo_softmax_cross_entropy";
+    if (!logits || !labels) return NULL;
+    if (!bilo__check_class_labels(name, logits, labels)) return NULL;
+    xent_rows w = xent_work(logits, labels);
+    /* The exponentials go to scratch: only the per-row sums are kept. */
+    size_t scratch_bytes = (size_t)logits->numel * bilo_dtype_size(w.dt);
+    void *e = scratch_bytes ? bilo__alloc(scratch_bytes) : NULL;
+    if (scratch_bytes && !e)
+        return bilo__fail(BILO_ENOMEM, "%s: out of memory for %zu bytes of scratch", name,
+                          scratch_bytes);
+    bilo_tensor *loss = bilo__new(name, w.dt, 1, &w.n);
+    void *pl = loss ? bilo__ptr(loss) : NULL;
+    BILO__PARALLEL_FOR(bilo__threads_for(logits->numel), b, loss ? xent_blocks(&w) : 0,
+                       { xent_loss_block(&w, b, e, pl); });
+    bilo__free(e, scratch_bytes);
+    bilo_tensor *in[2] = {logits, labels};
+    return bilo__record(BILO_OP_SOFTMAX_CROSS_ENTROPY, loss, in, 2, NULL);
+}
+
+BILO_API bilo_tensor *bilo_softmax_cross_entropy_backward(bilo_tensor *logits,
+                                                          bilo_tensor *labels, bilo_tensor *g)
+{
+    static const char name[] = "bilo_softmax_cross_entropy_backward";
+    if (!logits || !labels || !g) return NULL;
+    if (!bilo__check_class_labels(name, logits, labels) ||
+        !bilo__check_same_dtype(name, logits, g))
+        return NULL;
+    if (g->ndim != 1 || g->shape[0] != logits->shape[0]) {
+        char sl[BILO_SHAPE_BUF], sg[BILO_SHAPE_BUF];
+        return bilo__fail(BILO_ESHAPE, "%s: g %s is not [n] for logits %s", name,
+                          bilo__shape_str(sg, g->ndim, g->shape),
+                          bilo__shape_str(sl, logits->ndim, logits->shape));
+    }
+    xent_rows w = xent_work(logits, labels);
+    bilo_tensor *dz = bilo__new(name, w.dt, 2, logits->shape);
+    if (!dz) return NULL;
+    const void *pg = bilo__ptr(g);
+    void *pd = bilo__ptr(dz);
+    BILO__PARALLEL_FOR(bilo__threads_for(logits->numel), b, xent_blocks(&w),
+                       { xent_grad_block(&w, b, pg, pd); });
+    bilo_tensor *in[3] = {logits, labels, g};
+    return bilo__record(BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD, dz, in, 3, NULL);
+}

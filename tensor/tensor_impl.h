@@ -70,6 +70,10 @@ int bilo__axis(const char *op, int axis, int ndim);
 bool bilo__broadcast_shape(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
                            int *nout, int64_t *sout);
 int64_t bilo__shape_numel(int ndim, const int64_t *shape);
+/* Class labels for logits: logits [n, C] f32/f64 and labels BILO_I64 [n] with every entry in
+   [0, C); false and an error naming op otherwise (ops_reduce.c). */
+bool bilo__check_class_labels(const char *op, const bilo_tensor *logits,
+                              const bilo_tensor *labels);
 
 /* ---- threads (threads.c) ---- */
 int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside a region */
@@ -86,7 +90,8 @@ int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside
     X(SOFTMAX) X(LOG_SOFTMAX) X(MATMUL) X(OUTER)                                           \
     X(RESHAPE) X(PERMUTE) X(SLICE) X(SLICE_SCATTER) X(CONCAT) X(STACK)                     \
     X(INDEX_SELECT) X(INDEX_ADD) X(GATHER) X(SCATTER_ADD) X(ONE_HOT) X(EXPAND) X(SUM_TO)   \
-    X(CLONE) X(CAST) X(IM2COL) X(COL2IM) X(SPMM)
+    X(CLONE) X(CAST) X(IM2COL) X(COL2IM) X(SPMM)                                          \
+    X(SOFTMAX_CROSS_ENTROPY) X(SOFTMAX_CROSS_ENTROPY_BACKWARD)
 
 typedef enum {
 #define BILO_OP_ENUM_(name) BILO_OP_##name,

@@ -136,6 +136,17 @@ static bilo_tensor *f_spmm(bilo_tensor *const *x, void *user)
     bilo_tensor *indices = bilo_from_data(BILO_I64, BILO_SHAPE(7), idx);
     return bilo_spmm(indptr, indices, x[0], 4, 5, x[1], C->ta);
 }
+/* inputs logits, labels (and g for the backward op) */
+static bilo_tensor *f_softmax_cross_entropy(bilo_tensor *const *x, void *user)
+{
+    (void)user;
+    return bilo_softmax_cross_entropy(x[0], x[1]);
+}
+static bilo_tensor *f_softmax_cross_entropy_backward(bilo_tensor *const *x, void *user)
+{
+    (void)user;
+    return bilo_softmax_cross_entropy_backward(x[0], x[1], x[2]);
+}
 static bilo_tensor *f_reshape(bilo_tensor *const *x, void *user) { return bilo_reshape(x[0], C->nto, C->to); }
 static bilo_tensor *f_expand(bilo_tensor *const *x, void *user) { return bilo_expand(x[0], C->nto, C->to); }
 static bilo_tensor *f_sum_to(bilo_tensor *const *x, void *user) { return bilo_sum_to(x[0], C->nto, C->to); }
@@ -235,6 +246,10 @@ static const op_case cases[] = {
     {.op = BILO_OP_SOFTMAX, .label = "softmax axis 0 of [2,3,4]", .fn = f_softmax, .n = 1, .in = {T('r', 2, 3, 4)}, .axis = 0},
     {.op = BILO_OP_LOG_SOFTMAX, .label = "log_softmax axis -1", .fn = f_log_softmax, .n = 1, .in = {T('r', 3, 4)}, .axis = -1},
     {.op = BILO_OP_LOG_SOFTMAX, .label = "log_softmax axis 1 of [2,3,4]", .fn = f_log_softmax, .n = 1, .in = {T('r', 2, 3, 4)}, .axis = 1},
+    {.op = BILO_OP_SOFTMAX_CROSS_ENTROPY, .label = "softmax_cross_entropy [4,5]", .fn = f_softmax_cross_entropy, .n = 2, .in = {T('r', 4, 5), IDX(5, 4)}},
+    {.op = BILO_OP_SOFTMAX_CROSS_ENTROPY, .label = "softmax_cross_entropy [1,1]", .fn = f_softmax_cross_entropy, .n = 2, .in = {T('r', 1, 1), IDX(1, 1)}},
+    {.op = BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD, .label = "softmax_cross_entropy_backward [4,5]", .fn = f_softmax_cross_entropy_backward, .n = 3, .in = {T('r', 4, 5), IDX(5, 4), T('r', 4)}},
+    {.op = BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD, .label = "softmax_cross_entropy_backward [3,1]", .fn = f_softmax_cross_entropy_backward, .n = 3, .in = {T('r', 3, 1), IDX(1, 3), T('r', 3)}},
 
     B(OUTER, outer, "outer [3]x[4]", 'r', 'r', SH(3), SH(4)),
     {.op = BILO_OP_SPMM, .label = "spmm [4,5] sparse x [5,3]", .fn = f_spmm, .n = 2, .in = {T('r', 7), T('r', 5, 3)}},
