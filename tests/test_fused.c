@@ -66,11 +66,12 @@ static double worst_rel_error(bilo_tensor *y, bilo_tensor *x, bilo_tensor *b, bi
 
 static void test_forward(void)
 {
-    /* rows of odd widths (vector tails), a 3-D batch, a 1-D x, a width of 1, no rows */
+    /* rows of odd widths (vector tails), a 3-D batch, a 1-D x, a width of 1, rows wider than
+       a work item, no rows */
     static const struct {
         int ndim;
         int64_t shape[3];
-    } shapes[] = {{2, {7, 13}}, {3, {2, 3, 37}}, {1, {19}}, {2, {5, 1}}, {2, {0, 4}}};
+    } shapes[] = {{2, {7, 13}}, {3, {2, 3, 37}}, {1, {19}}, {2, {5, 1}}, {2, {3, 2501}}, {2, {0, 4}}};
     /* f32: tanh is SLEEF's 3.5-ulp tanh; f64: 1-ulp SLEEF functions and sigmoid's few roundings */
     static const double tol[2] = {6e-7, 2e-15};
     bilo_rng rng = bilo_rng_make(31, 0);
