@@ -358,26 +358,25 @@ static void spmm_backward(const bilo_rule_ctx *c)
 
 /* ---- fused bias + activation: y = act(x + b), inputs x, b ------------------------------ */
 
-/* The gradient of z = x + b is g ⊙ act'(z), with act' read from the output alone; b's is
-   that summed over the rows. */
-static void bias_act_backward(const bilo_rule_ctx *c, bilo_tensor *act_slope)
+/* gz, the gradient of z = x + b, is the gradient of x; b's is gz summed over the rows. */
+static void bias_act_backward(const bilo_rule_ctx *c, bilo_tensor *gz)
 {
-    bilo_tensor *gz = bilo_mul(G, act_slope);
     if (c->need[0]) c->gx[0] = gz;
     if (c->need[1]) c->gx[1] = reduce_to(gz, X1);
 }
-/* relu' = 1 where y > 0 (y > 0 exactly where x + b > 0) */
+/* relu' = 1 where y > 0, which is where y is nonzero: y itself is the mask, so the gradient
+   takes one pass and no mask tensor. */
 static void bias_relu_backward(const bilo_rule_ctx *c)
 {
-    bias_act_backward(c, bilo_gt(Y, zero_like_scalar(Y)));
+    bias_act_backward(c, bilo_where(Y, G, zero_like_scalar(G)));
 }
 static void bias_tanh_backward(const bilo_rule_ctx *c)
 {
-    bias_act_backward(c, bilo_rsub_scalar(bilo_square(Y), 1.0));
+    bias_act_backward(c, bilo_mul(G, bilo_rsub_scalar(bilo_square(Y), 1.0)));
 }
 static void bias_sigmoid_backward(const bilo_rule_ctx *c)
 {
-    bias_act_backward(c, bilo_mul(Y, bilo_rsub_scalar(Y, 1.0)));
+    bias_act_backward(c, bilo_mul(G, bilo_mul(Y, bilo_rsub_scalar(Y, 1.0))));
 }
 
 /* ---- the table ------------------------------------------------------------------------ */
