@@ -33,6 +33,7 @@ static bilo_tensor *linear(const char *op, bilo_tensor *x, bilo_tensor *W, bilo_
     if (!x || !W) return NULL;
     if ((int)act < (int)BILO_ACT_RELU || (int)act > (int)BILO_ACT_NONE)
         return bilo__fail(BILO_EINVAL, "%s: unknown activation %d", op, (int)act);
+    if (!b && act == BILO_ACT_NONE) return bilo_matmul(x, W);
     if (!b) COMPOSE(activate(bilo_matmul(x, W), act));
     if (b->ndim != 1 || W->ndim != 2 || b->shape[0] != W->shape[1]) {
         char sw[BILO_SHAPE_BUF], sb[BILO_SHAPE_BUF];
