@@ -43,7 +43,8 @@ static bilo_tensor *randn_scaled(bilo_dtype dtype, int ndim, const int64_t *shap
 static bool same_bits(bilo_tensor *a, bilo_tensor *b)
 {
     return a && b && bilo_numel(a) == bilo_numel(b) && bilo_dtype_of(a) == bilo_dtype_of(b) &&
-           !memcmp(bilo_data(a), bilo_data(b), (size_t)bilo_numel(a) * bilo_dtype_size(bilo_dtype_of(a)));
+           !memcmp(bilo_data(a), bilo_data(b),
+                   (size_t)bilo_numel(a) * bilo_dtype_size(bilo_dtype_of(a)));
 }
 
 /* Largest |y - ref| / max(|ref|, 1e-30) over y = act(x + b), with ref computed in double from
@@ -71,7 +72,8 @@ static void test_forward(void)
     static const struct {
         int ndim;
         int64_t shape[3];
-    } shapes[] = {{2, {7, 13}}, {3, {2, 3, 37}}, {1, {19}}, {2, {5, 1}}, {2, {3, 2501}}, {2, {0, 4}}};
+    } shapes[] = {{2, {7, 13}}, {3, {2, 3, 37}}, {1, {19}},
+                  {2, {5, 1}},  {2, {3, 2501}},  {2, {0, 4}}};
     /* f32: tanh is SLEEF's 3.5-ulp tanh; f64: 1-ulp SLEEF functions and sigmoid's few roundings */
     static const double tol[2] = {6e-7, 2e-15};
     bilo_rng rng = bilo_rng_make(31, 0);
@@ -131,8 +133,10 @@ static bilo_tensor *leaf(bilo_tensor *t)
    at most 4·0.3·0.3 = 0.36 and every bias is ±0.5. */
 static void linear_inputs(bilo_rng *rng, bilo_tensor **x, bilo_tensor **W, bilo_tensor **b)
 {
-    *x = leaf(bilo_add_scalar(bilo_mul_scalar(bilo_rand(BILO_F64, BILO_SHAPE(3, 4), rng), 0.6), -0.3));
-    *W = leaf(bilo_add_scalar(bilo_mul_scalar(bilo_rand(BILO_F64, BILO_SHAPE(4, 5), rng), 0.6), -0.3));
+    *x = leaf(bilo_add_scalar(bilo_mul_scalar(bilo_rand(BILO_F64, BILO_SHAPE(3, 4), rng), 0.6),
+                              -0.3));
+    *W = leaf(bilo_add_scalar(bilo_mul_scalar(bilo_rand(BILO_F64, BILO_SHAPE(4, 5), rng), 0.6),
+                              -0.3));
     *b = leaf(bilo_from_data(BILO_F64, BILO_SHAPE(5), (double[]){0.5, -0.5, 0.5, -0.5, 0.5}));
 }
 
@@ -176,7 +180,8 @@ static void test_errors(void)
                 BILO_ESHAPE, "bilo_bias_act: bias [1] does not match the last axis of x []",
                 "bias_act: 0-dimensional x");
     check_error(!bilo_bias_act(x, bilo_zeros(BILO_F64, BILO_SHAPE(4)), BILO_ACT_SIGMOID),
-                BILO_EDTYPE, "bilo_bias_act: dtypes f32 and f64 differ", "bias_act: dtype mismatch");
+                BILO_EDTYPE, "bilo_bias_act: dtypes f32 and f64 differ",
+                "bias_act: dtype mismatch");
     check_error(!bilo_bias_act(bilo_zeros(BILO_I64, BILO_SHAPE(3, 4)), b4, BILO_ACT_NONE),
                 BILO_EDTYPE, "bilo_bias_act: expected an f32 or f64 tensor, got i64",
                 "bias_act: integer x");
@@ -185,12 +190,14 @@ static void test_errors(void)
     check_error(!bilo_bias_act(x, b4, (bilo_act)-1), BILO_EINVAL,
                 "bilo_bias_act: unknown activation -1", "bias_act: activation -1");
     check_error(!bilo_nn_linear_act(x, bilo_zeros(BILO_F32, BILO_SHAPE(4, 2)), NULL, (bilo_act)9),
-                BILO_EINVAL, "bilo_nn_linear_act: unknown activation 9", "linear_act: activation 9");
+                BILO_EINVAL, "bilo_nn_linear_act: unknown activation 9",
+                "linear_act: activation 9");
     check_error(!bilo_nn_linear_act(x, bilo_zeros(BILO_F32, BILO_SHAPE(4, 2)), b4, BILO_ACT_TANH),
                 BILO_ESHAPE, "bilo_nn_linear_act: bias [4] does not fit weight [4,2]",
                 "linear_act: bias does not fit W");
     bilo_clear_error();
-    bool quiet = !bilo_bias_act(NULL, b4, BILO_ACT_RELU) && !bilo_bias_act(x, NULL, BILO_ACT_RELU) &&
+    bool quiet = !bilo_bias_act(NULL, b4, BILO_ACT_RELU) &&
+                 !bilo_bias_act(x, NULL, BILO_ACT_RELU) &&
                  !bilo_nn_linear_act(NULL, x, b4, BILO_ACT_RELU) &&
                  !bilo_nn_linear_act(x, NULL, b4, BILO_ACT_RELU);
     tap_ok(quiet && bilo_errcode() == 0, "NULL inputs give NULL without a new error");
@@ -269,7 +276,8 @@ static void test_memory(void)
         fused = kept_bytes(x, b, acts[a], true);
         unfused = kept_bytes(x, b, acts[a], false);
         tap_ok(fused >= activations && fused <= unfused,
-               "%s: the fused graph keeps %zu bytes, the unfused %zu", act_names[a], fused, unfused);
+               "%s: the fused graph keeps %zu bytes, the unfused %zu", act_names[a], fused,
+               unfused);
     }
     bilo_release(x);
     bilo_release(b);
@@ -331,7 +339,8 @@ static void test_mlp(void)
             for (int i = 0; i < 2 * MLP_LAYERS; i++) leaf(p[i]);
             bilo_tensor *x = bilo_randn(dtype, BILO_SHAPE(11, 13), &rng);
             bilo_tensor *r = bilo_randn(dtype, BILO_SHAPE(11, 5), &rng);
-            bilo_tensor *fused = bilo_nn_mlp_forward(&m, p, x), *unfused = mlp_unfused(acts[a], p, x);
+            bilo_tensor *fused = bilo_nn_mlp_forward(&m, p, x);
+            bilo_tensor *unfused = mlp_unfused(acts[a], p, x);
             tap_ok(rel_diff(fused, unfused) <= tol[d],
                    "mlp %s %s: outputs equal the unfused composition (rel %.3g)",
                    bilo_dtype_name(dtype), act_names[a], rel_diff(fused, unfused));
@@ -350,7 +359,8 @@ static void test_mlp_hvp(void)
     bilo_nn_mlp m = {.widths = mlp_widths, .num_widths = MLP_LAYERS + 1, .act = BILO_ACT_TANH,
                      .dtype = BILO_F64};
     bilo_rng rng = bilo_rng_make(36, 0);
-    bilo_tensor *p[2 * MLP_LAYERS], *v[2 * MLP_LAYERS], *hv_f[2 * MLP_LAYERS], *hv_u[2 * MLP_LAYERS];
+    bilo_tensor *p[2 * MLP_LAYERS], *v[2 * MLP_LAYERS];
+    bilo_tensor *hv_f[2 * MLP_LAYERS], *hv_u[2 * MLP_LAYERS];
     bilo_nn_mlp_init(&m, &rng, p);
     for (int i = 0; i < 2 * MLP_LAYERS; i++) {
         leaf(p[i]);
@@ -358,14 +368,15 @@ static void test_mlp_hvp(void)
     }
     bilo_tensor *x = bilo_randn(BILO_F64, BILO_SHAPE(11, 13), &rng);
     bilo_tensor *r = bilo_randn(BILO_F64, BILO_SHAPE(11, 5), &rng);
-    bilo_tensor *f_fused = bilo_sum(bilo_mul(bilo_nn_mlp_forward(&m, p, x), r), BILO_ALL_AXES, false);
-    bilo_tensor *f_unfused = bilo_sum(bilo_mul(mlp_unfused(BILO_ACT_TANH, p, x), r), BILO_ALL_AXES, false);
+    bilo_tensor *f_fused = bilo_dot(bilo_nn_mlp_forward(&m, p, x), r);
+    bilo_tensor *f_unfused = bilo_dot(mlp_unfused(BILO_ACT_TANH, p, x), r);
     int rc = bilo_hvp(f_fused, p, 2 * MLP_LAYERS, v, hv_f, 0) |
              bilo_hvp(f_unfused, p, 2 * MLP_LAYERS, v, hv_u, 0);
     double worst = rc ? INFINITY : 0, size = 0;
     for (int i = 0; !rc && i < 2 * MLP_LAYERS; i++) {
         worst = fmax(worst, rel_diff(hv_f[i], hv_u[i]));
-        for (int64_t k = 0; k < bilo_numel(hv_u[i]); k++) size = fmax(size, fabs(bilo_get_flat(hv_u[i], k)));
+        for (int64_t k = 0; k < bilo_numel(hv_u[i]); k++)
+            size = fmax(size, fabs(bilo_get_flat(hv_u[i], k)));
     }
     tap_ok(worst <= 1e-13 && size > 1e-3, "tanh mlp f64: HVP equals the unfused one (rel %.3g, "
            "largest entry %.3g)", worst, size);
@@ -383,6 +394,7 @@ int main(void)
     test_mlp_hvp();
     bilo_mem_stats stats;
     bilo_mem_get_stats(&stats);
-    tap_ok(stats.live_bytes == 0, "every tensor and node was freed (live bytes %zu)", stats.live_bytes);
+    tap_ok(stats.live_bytes == 0, "every tensor and node was freed (live bytes %zu)",
+           stats.live_bytes);
     return tap_done();
 }
