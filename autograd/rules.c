@@ -383,6 +383,29 @@ static void spmm_backward(const bilo_rule_ctx *c)
     if (c->need[3]) c->gx[3] = bilo_spmm(indptr, indices, values, rows, cols, G, !trans);
 }
 
+/* ---- fused bias + activation: y = act(x + b), inputs x, b ------------------------------ */
+
+/* gz, the gradient of z = x + b, is the gradient of x; b's is gz summed over the rows. */
+static void bias_act_backward(const bilo_rule_ctx *c, bilo_tensor *gz)
+{
+    if (c->need[0]) c->gx[0] = gz;
+    if (c->need[1]) c->gx[1] = reduce_to(gz, X1);
+}
+/* relu' = 1 where y > 0, which is where y is nonzero: y itself is the mask, so the gradient
+   takes one pass and no mask tensor. */
+static void bias_relu_backward(const bilo_rule_ctx *c)
+{
+    bias_act_backward(c, bilo_where(Y, G, zero_like_scalar(G)));
+}
+static void bias_tanh_backward(const bilo_rule_ctx *c)
+{
+    bias_act_backward(c, bilo_mul(G, bilo_rsub_scalar(bilo_square(Y), 1.0)));
+}
+static void bias_sigmoid_backward(const bilo_rule_ctx *c)
+{
+    bias_act_backward(c, bilo_mul(G, bilo_mul(Y, bilo_rsub_scalar(Y, 1.0))));
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 #define IN(i) (UINT64_C(1) << (i))
@@ -462,6 +485,9 @@ static const bilo_op_rule rules[BILO_OP_COUNT] = {
     [BILO_OP_SPMM] = {"spmm", spmm_backward, IN(2) | IN(3), INPUTS, SAVES_INPUTS},
     [BILO_OP_SOFTMAX_CROSS_ENTROPY] = {"softmax_cross_entropy", softmax_cross_entropy_backward, IN(0), INPUTS, SAVES_INPUTS},
     [BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD] = {"softmax_cross_entropy_backward", softmax_cross_entropy_backward_backward, IN(0) | IN(2), INPUTS, SAVES_INPUTS},
+    [BILO_OP_BIAS_RELU] = {"bias_relu", bias_relu_backward, IN(0) | IN(1), OUTPUT, SHAPE_ONLY(IN(0) | IN(1))},
+    [BILO_OP_BIAS_TANH] = {"bias_tanh", bias_tanh_backward, IN(0) | IN(1), OUTPUT, SHAPE_ONLY(IN(0) | IN(1))},
+    [BILO_OP_BIAS_SIGMOID] = {"bias_sigmoid", bias_sigmoid_backward, IN(0) | IN(1), OUTPUT, SHAPE_ONLY(IN(0) | IN(1))},
 };
 
 const bilo_op_rule *bilo__op_rule(bilo_op_id op) { return &rules[op]; }

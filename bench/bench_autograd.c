@@ -135,10 +135,9 @@ static void mlp_free(mlp *m)
 static bilo_tensor *mlp_loss(const mlp *m)
 {
     bilo_tensor *h = m->X;
-    for (int l = 0; l < 3; l++) {
-        h = bilo_add(bilo_matmul(h, m->p[2 * l]), m->p[2 * l + 1]);
-        if (l < 2) h = bilo_tanh(h);
-    }
+    for (int l = 0; l < 3; l++)
+        h = bilo_nn_linear_act(h, m->p[2 * l], m->p[2 * l + 1],
+                               l < 2 ? BILO_ACT_TANH : BILO_ACT_NONE);
     bilo_tensor *picked = bilo_sum(bilo_mul(m->onehot, bilo_log_softmax(h, 1)), 1, false);
     return bilo_neg(bilo_mean(picked, BILO_ALL_AXES, false));
 }

@@ -226,6 +226,11 @@ BILO_API int bilo_batcher_set_state(bilo_batcher *b, const bilo_batcher_state *s
 /* x·W + b for x [n, in] (or [batch, n, in]), W [in, out] (so no transpose is needed and
    the initializers below read fan_in from the first axis), b [out] or NULL. */
 BILO_API bilo_tensor *bilo_nn_linear(bilo_tensor *x, bilo_tensor *W, bilo_tensor *b);
+/* act(x·W + b), with the bias and the activation applied in one fused pass (bilo_bias_act);
+   the same numbers as the activation applied to bilo_nn_linear's result. b may be NULL
+   (then act(x·W)); BILO_ACT_NONE is bilo_nn_linear. */
+BILO_API bilo_tensor *bilo_nn_linear_act(bilo_tensor *x, bilo_tensor *W, bilo_tensor *b,
+                                         bilo_act act);
 
 /* Activations, elementwise. */
 BILO_API bilo_tensor *bilo_nn_leaky_relu(bilo_tensor *x, double negative_slope); /* x<0: s·x */
@@ -426,13 +431,18 @@ typedef struct {
 BILO_API double bilo_lr_at(const bilo_lr_schedule *s, int64_t step);
 
 /* Multi-layer perceptron widths[0] → widths[1] → ... → widths[L]: L linear layers y = x·W + b
-   (W [in, out], b [out]) with the activation between them, none after the last (logits). */
-typedef enum { BILO_MLP_RELU = 0, BILO_MLP_TANH, BILO_MLP_SIGMOID } bilo_mlp_act;
+   (W [in, out], b [out]) with the activation between them, none after the last (logits).
+   The hidden layers run bilo_nn_linear_act. The activation is a bilo_act; the BILO_MLP_ names
+   remain as its aliases. */
+typedef bilo_act bilo_mlp_act;
+#define BILO_MLP_RELU BILO_ACT_RELU
+#define BILO_MLP_TANH BILO_ACT_TANH
+#define BILO_MLP_SIGMOID BILO_ACT_SIGMOID
 
 typedef struct {
     const int64_t *widths; /* num_widths >= 2 widths, each >= 1 */
     int num_widths;
-    bilo_mlp_act act; /* BILO_MLP_RELU (default) */
+    bilo_mlp_act act; /* BILO_ACT_RELU (default), _TANH, _SIGMOID, or _NONE (linear) */
     bilo_dtype dtype; /* BILO_F32 (default) or BILO_F64 */
 } bilo_nn_mlp;
 
@@ -441,7 +451,7 @@ BILO_API int bilo_nn_mlp_num_tensors(const bilo_nn_mlp *m);
 /* Scalars in all parameters, negative when the description is invalid. */
 BILO_API int64_t bilo_nn_mlp_num_params(const bilo_nn_mlp *m);
 /* New parameters into params[0 .. num_tensors-1]: W uniform in ±bound with Kaiming
-   (relu: sqrt(6/in)) or Xavier (tanh, gain 5/3; sigmoid, gain 1: gain·sqrt(6/(in+out)))
+   (relu: sqrt(6/in)) or Xavier (tanh, gain 5/3; sigmoid and none, gain 1: gain·sqrt(6/(in+out)))
    bounds, drawn in row-major order from rng; b zero. Owned like any new tensor. */
 BILO_API int bilo_nn_mlp_init(const bilo_nn_mlp *m, bilo_rng *rng, bilo_tensor **params);
 /* Logits [batch, widths[L]] of x [batch, widths[0]] with the given parameters. */

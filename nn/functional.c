@@ -16,17 +16,43 @@
         return r_;                           \
     } while (0)
 
-BILO_API bilo_tensor *bilo_nn_linear(bilo_tensor *x, bilo_tensor *W, bilo_tensor *b)
+static bilo_tensor *activate(bilo_tensor *x, bilo_act act)
+{
+    switch (act) {
+    case BILO_ACT_RELU: return bilo_relu(x);
+    case BILO_ACT_TANH: return bilo_tanh(x);
+    case BILO_ACT_SIGMOID: return bilo_sigmoid(x);
+    default: return x;
+    }
+}
+
+/* act(x·W + b) for the public function `op`: the bias and activation in one bilo_bias_act. */
+static bilo_tensor *linear(const char *op, bilo_tensor *x, bilo_tensor *W, bilo_tensor *b,
+                           bilo_act act)
 {
     if (!x || !W) return NULL;
-    if (!b) return bilo_matmul(x, W);
+    if ((int)act < (int)BILO_ACT_RELU || (int)act > (int)BILO_ACT_NONE)
+        return bilo__fail(BILO_EINVAL, "%s: unknown activation %d", op, (int)act);
+    if (!b && act == BILO_ACT_NONE) return bilo_matmul(x, W);
+    if (!b) COMPOSE(activate(bilo_matmul(x, W), act));
     if (b->ndim != 1 || W->ndim != 2 || b->shape[0] != W->shape[1]) {
         char sw[BILO_SHAPE_BUF], sb[BILO_SHAPE_BUF];
-        return bilo__fail(BILO_ESHAPE, "bilo_nn_linear: bias %s does not fit weight %s [in,out]",
+        return bilo__fail(BILO_ESHAPE, "%s: bias %s does not fit weight %s [in,out]", op,
                           bilo__shape_str(sb, b->ndim, b->shape),
                           bilo__shape_str(sw, W->ndim, W->shape));
     }
-    COMPOSE(bilo_add(bilo_matmul(x, W), b));
+    COMPOSE(bilo_bias_act(bilo_matmul(x, W), b, act));
+}
+
+BILO_API bilo_tensor *bilo_nn_linear(bilo_tensor *x, bilo_tensor *W, bilo_tensor *b)
+{
+    return linear("bilo_nn_linear", x, W, b, BILO_ACT_NONE);
+}
+
+BILO_API bilo_tensor *bilo_nn_linear_act(bilo_tensor *x, bilo_tensor *W, bilo_tensor *b,
+                                         bilo_act act)
+{
+    return linear("bilo_nn_linear_act", x, W, b, act);
 }
 
 BILO_API bilo_tensor *bilo_nn_leaky_relu(bilo_tensor *x, double negative_slope)

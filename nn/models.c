@@ -20,7 +20,7 @@ static int check_mlp(const char *op, const bilo_nn_mlp *m)
         if (m->widths[i] < 1)
             return bilo__fail_code(BILO_EINVAL, "%s: width %d is %lld, must be >= 1", op, i,
                                    (long long)m->widths[i]);
-    if (m->act < BILO_MLP_RELU || m->act > BILO_MLP_SIGMOID)
+    if ((int)m->act < (int)BILO_ACT_RELU || (int)m->act > (int)BILO_ACT_NONE)
         return bilo__fail_code(BILO_EINVAL, "%s: unknown activation %d", op, (int)m->act);
     if (m->dtype != BILO_F32 && m->dtype != BILO_F64)
         return bilo__fail_code(BILO_EDTYPE, "%s: dtype must be f32 or f64", op);
@@ -43,7 +43,7 @@ int64_t bilo_nn_mlp_num_params(const bilo_nn_mlp *m)
     return total;
 }
 
-/* Kaiming-uniform for ReLU, Xavier-uniform (with the activation's gain) otherwise. */
+/* Kaiming-uniform for ReLU, Xavier-uniform (with the activation's gain, 1 for none) otherwise. */
 static double init_bound(bilo_mlp_act act, int64_t fan_in, int64_t fan_out)
 {
     if (act == BILO_MLP_RELU) return sqrt(6.0 / (double)fan_in);
@@ -77,15 +77,6 @@ int bilo_nn_mlp_init(const bilo_nn_mlp *m, bilo_rng *rng, bilo_tensor **params)
     return 0;
 }
 
-static bilo_tensor *activate(bilo_mlp_act act, bilo_tensor *x)
-{
-    switch (act) {
-    case BILO_MLP_TANH: return bilo_tanh(x);
-    case BILO_MLP_SIGMOID: return bilo_sigmoid(x);
-    default: return bilo_relu(x);
-    }
-}
-
 bilo_tensor *bilo_nn_mlp_forward(const bilo_nn_mlp *m, bilo_tensor *const *params, bilo_tensor *x)
 {
     static const char op[] = "bilo_nn_mlp_forward";
@@ -97,8 +88,8 @@ bilo_tensor *bilo_nn_mlp_forward(const bilo_nn_mlp *m, bilo_tensor *const *param
     bilo_scope_begin();
     bilo_tensor *h = x;
     for (int l = 0; l < layers && h; l++) {
-        h = bilo_add(bilo_matmul(h, params[2 * l]), params[2 * l + 1]);
-        if (l + 1 < layers) h = activate(m->act, h);
+        bilo_act act = l + 1 < layers ? m->act : BILO_ACT_NONE;
+        h = bilo_nn_linear_act(h, params[2 * l], params[2 * l + 1], act);
     }
     if (h) bilo_scope_return(h);
     bilo_scope_end();

@@ -213,6 +213,16 @@ BILO_API bilo_tensor *bilo_eq(bilo_tensor *a, bilo_tensor *b);
 /* mask ? a : b elementwise (mask nonzero = true), all three broadcast together. */
 BILO_API bilo_tensor *bilo_where(bilo_tensor *mask, bilo_tensor *a, bilo_tensor *b);
 
+/* ---- fused bias + activation ---------------------------------------------------------- */
+/* Activations of bilo_bias_act (and of nn's linear layers and MLP). RELU is 0 so that a
+   zero-initialised option struct means ReLU. */
+typedef enum { BILO_ACT_RELU = 0, BILO_ACT_TANH, BILO_ACT_SIGMOID, BILO_ACT_NONE } bilo_act;
+/* act(x + b) in one pass, b [C] added to every row of x [.., C] (f32, f64; same dtype), with
+   the activation's rounding of bilo_relu/bilo_tanh/bilo_sigmoid, so the result equals
+   act(bilo_add(x, b)) bit for bit. Differentiable in x and b; only the output is saved for
+   the backward. BILO_ACT_NONE is bilo_add(x, b). */
+BILO_API bilo_tensor *bilo_bias_act(bilo_tensor *x, bilo_tensor *b, bilo_act act);
+
 /* ---- reductions: axis may be negative or BILO_ALL_AXES ------------------------------- */
 BILO_API bilo_tensor *bilo_sum(bilo_tensor *x, int axis, bool keepdim);
 BILO_API bilo_tensor *bilo_mean(bilo_tensor *x, int axis, bool keepdim);

@@ -91,7 +91,8 @@ int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside
     X(RESHAPE) X(PERMUTE) X(SLICE) X(SLICE_SCATTER) X(CONCAT) X(STACK)                     \
     X(INDEX_SELECT) X(INDEX_ADD) X(GATHER) X(SCATTER_ADD) X(ONE_HOT) X(EXPAND) X(SUM_TO)   \
     X(CLONE) X(CAST) X(IM2COL) X(COL2IM) X(SPMM)                                          \
-    X(SOFTMAX_CROSS_ENTROPY) X(SOFTMAX_CROSS_ENTROPY_BACKWARD)
+    X(SOFTMAX_CROSS_ENTROPY) X(SOFTMAX_CROSS_ENTROPY_BACKWARD) \
+    X(BIAS_RELU) X(BIAS_TANH) X(BIAS_SIGMOID)
 
 typedef enum {
 #define BILO_OP_ENUM_(name) BILO_OP_##name,

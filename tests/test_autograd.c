@@ -191,6 +191,10 @@ static bilo_tensor *f_cast(bilo_tensor *const *x, void *user)
     return bilo_cast(bilo_cast(x[0], BILO_F32), BILO_F64);
 }
 
+#define BIAS_ACT_FN(name, ACT) \
+    static bilo_tensor *f_bias_##name(bilo_tensor *const *x, void *user) { (void)user; return bilo_bias_act(x[0], x[1], BILO_ACT_##ACT); }
+BIAS_ACT_FN(relu, RELU) BIAS_ACT_FN(tanh, TANH) BIAS_ACT_FN(sigmoid, SIGMOID)
+
 #define U(OP, name, kind) {.op = BILO_OP_##OP, .label = #name, .fn = f_##name, .n = 1, .in = {T(kind, 3, 4)}}
 #define B(OP, name, label_, ka, kb, A, Bs) \
     {.op = BILO_OP_##OP, .label = label_, .fn = f_##name, .n = 2, .in = {T(ka, A), T(kb, Bs)}}
@@ -284,6 +288,11 @@ static const op_case cases[] = {
     {.op = BILO_OP_IM2COL, .label = "im2col [1,2,5,4] k 3x2 s 2x1 p 1x2 d 2x1", .fn = f_im2col, .n = 1, .in = {T('r', 1, 2, 5, 4)}, .conv = {3, 2, 2, 1, 1, 2, 2, 1}},
     {.op = BILO_OP_COL2IM, .label = "col2im [2,12,9] -> [2,2,4,5] k 2x3 s 1x1", .fn = f_col2im, .n = 1, .in = {T('r', 2, 12, 9)}, .to = {2, 4, 5}, .conv = {2, 3, 1, 1, 0, 0, 1, 1}},
     {.op = BILO_OP_COL2IM, .label = "col2im [1,12,14] -> [1,2,5,4] k 3x2 s 2x1 p 1x2 d 2x1", .fn = f_col2im, .n = 1, .in = {T('r', 1, 12, 14)}, .to = {2, 5, 4}, .conv = {3, 2, 2, 1, 1, 2, 2, 1}},
+    /* grids 0.2k - 1 and 0.2k - 0.9 sum to odd multiples of 0.1: relu stays off its kink */
+    B(BIAS_RELU, bias_relu, "bias_relu [3,4] + [4]", 's', 'S', SH(3, 4), SH(4)),
+    B(BIAS_TANH, bias_tanh, "bias_tanh [3,4] + [4]", 'r', 'r', SH(3, 4), SH(4)),
+    B(BIAS_TANH, bias_tanh, "bias_tanh [2,3,4] + [4]", 'r', 'r', SH(2, 3, 4), SH(4)),
+    B(BIAS_SIGMOID, bias_sigmoid, "bias_sigmoid [3,4] + [4]", 'r', 'r', SH(3, 4), SH(4)),
 };
 
 /* Matmul in every supported form with each transpose flag: 2-D x 2-D, batched 3-D x 3-D,

@@ -19,6 +19,28 @@
 #define BILO_BINARY_KERNELS(X) \
     X(ADD) X(SUB) X(MUL) X(DIV) X(POW) X(MAXIMUM) X(MINIMUM) X(GT) X(GE) X(LT) X(LE) X(EQ)
 
+/* Fused bias + activation kernels y[j] = act(x[j] + b[j]) over one row of n elements; the
+   sum is rounded to the dtype first, exactly as the add kernel does, and act is evaluated as
+   by the unary kernel of the same name. unary_scalar.c and unary_avx2.c fill them. */
+#define BILO_BIAS_ACT_KERNELS(X) X(RELU) X(TANH) X(SIGMOID)
+
+typedef enum {
+#define BILO_K_ENUM_(name) BILO_KBA_##name,
+    BILO_BIAS_ACT_KERNELS(BILO_K_ENUM_)
+#undef BILO_K_ENUM_
+    BILO_KBA_COUNT
+} bilo_bias_act_kernel;
+/* In a kernel source that defines bias_NAME_f32 and bias_NAME_f64 for every NAME above: point
+   table k's entries at them. */
+#define BILO_BIAS_ACT_SET_(NAME)                          \
+    k_->bias_act_f32[BILO_KBA_##NAME] = bias_##NAME##_f32; \
+    k_->bias_act_f64[BILO_KBA_##NAME] = bias_##NAME##_f64;
+#define BILO_FILL_BIAS_ACT_(k)                   \
+    do {                                         \
+        bilo_kernels *k_ = (k);                  \
+        BILO_BIAS_ACT_KERNELS(BILO_BIAS_ACT_SET_) \
+    } while (0)
+
 typedef enum {
 #define BILO_K_ENUM_(name) BILO_KU_##name,
     BILO_UNARY_KERNELS(BILO_K_ENUM_)
@@ -40,6 +62,10 @@ typedef void (*bilo_binary_f32)(const float *a, int64_t sa, const float *b, int6
                                 int64_t n);
 typedef void (*bilo_binary_f64)(const double *a, int64_t sa, const double *b, int64_t sb,
                                 double *y, int64_t n);
+
+/* x and y may be the same buffer. */
+typedef void (*bilo_bias_act_f32)(const float *x, const float *b, float *y, int64_t n);
+typedef void (*bilo_bias_act_f64)(const double *x, const double *b, double *y, int64_t n);
 
 typedef struct {
     const char *isa;
@@ -74,6 +100,8 @@ typedef struct {
     void (*gemm_f64)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                      const double *A, int64_t lda, const double *B, int64_t ldb, double *C,
                      int64_t ldc, bool accumulate, int threads);
+    bilo_bias_act_f32 bias_act_f32[BILO_KBA_COUNT];
+    bilo_bias_act_f64 bias_act_f64[BILO_KBA_COUNT];
 } bilo_kernels;
 
 /* The table chosen at start-up (CPU detection, BILO_DISABLE). */

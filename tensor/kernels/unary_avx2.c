@@ -113,6 +113,26 @@ BILO_UNARY_KERNELS(BILO_UNARY_DEFINE_)
 BILO_POW_SCALAR_(float, f32)
 BILO_POW_SCALAR_(double, f64)
 
+/* y = act(x + b) with the activations above: one load of each operand, one store. */
+#define BILO_BIAS_ACT_LOOP_(NAME, T, S)                                                     \
+    static void bias_##NAME##_##S(const T *x, const T *b, T *y, int64_t n)                 \
+    {                                                                                       \
+        const VEC_##S unused = zero_##S();                                                  \
+        int64_t i = 0;                                                                      \
+        for (; i + LANES_##S <= n; i += LANES_##S) {                                        \
+            const VEC_##S z = ADD_##S(LOADU_##S(x + i), LOADU_##S(b + i));                  \
+            STOREU_##S(y + i, v_##NAME##_##S(z, unused));                                   \
+        }                                                                                   \
+        if (i < n) {                                                                        \
+            const __m256i m = tail_mask_##S(n - i);                                         \
+            const VEC_##S z = ADD_##S(MASKLOAD_##S(x + i, m), MASKLOAD_##S(b + i, m));      \
+            MASKSTORE_##S(y + i, m, v_##NAME##_##S(z, unused));                             \
+        }                                                                                   \
+    }
+#define BILO_BIAS_ACT_DEFINE_(NAME) \
+    BILO_BIAS_ACT_LOOP_(NAME, float, f32) BILO_BIAS_ACT_LOOP_(NAME, double, f64)
+BILO_BIAS_ACT_KERNELS(BILO_BIAS_ACT_DEFINE_)
+
 void bilo__fill_unary_avx2(bilo_kernels *k)
 {
 #define BILO_UNARY_SET_(NAME)                           \
@@ -122,4 +142,5 @@ void bilo__fill_unary_avx2(bilo_kernels *k)
 #undef BILO_UNARY_SET_
     k->unary_f32[BILO_KU_POW_SCALAR] = pow_scalar_f32;
     k->unary_f64[BILO_KU_POW_SCALAR] = pow_scalar_f64;
+    BILO_FILL_BIAS_ACT_(k);
 }

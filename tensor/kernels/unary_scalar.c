@@ -50,6 +50,19 @@ static double k_SOFTPLUS(double x, double p) { return log1p(exp(-fabs(x))) + (x 
     BILO_UNARY_LOOP_(NAME, float, f32) BILO_UNARY_LOOP_(NAME, double, f64)
 BILO_UNARY_KERNELS(BILO_UNARY_DEFINE_)
 
+/* y = act(x + b): the sum rounded to T (as the add kernel does), then act as above. */
+#define BILO_BIAS_ACT_LOOP_(NAME, T, S)                                                 \
+    static void bias_##NAME##_##S(const T *x, const T *b, T *y, int64_t n)             \
+    {                                                                                   \
+        for (int64_t i = 0; i < n; i++) {                                               \
+            const T z = x[i] + b[i];                                                    \
+            y[i] = (T)k_##NAME((double)z, 0.0);                                         \
+        }                                                                               \
+    }
+#define BILO_BIAS_ACT_DEFINE_(NAME) \
+    BILO_BIAS_ACT_LOOP_(NAME, float, f32) BILO_BIAS_ACT_LOOP_(NAME, double, f64)
+BILO_BIAS_ACT_KERNELS(BILO_BIAS_ACT_DEFINE_)
+
 void bilo__fill_unary_scalar(bilo_kernels *k)
 {
 #define BILO_UNARY_SET_(NAME)                           \
@@ -57,4 +70,5 @@ void bilo__fill_unary_scalar(bilo_kernels *k)
     k->unary_f64[BILO_KU_##NAME] = kernel_##NAME##_f64;
     BILO_UNARY_KERNELS(BILO_UNARY_SET_)
 #undef BILO_UNARY_SET_
+    BILO_FILL_BIAS_ACT_(k);
 }
