@@ -141,7 +141,7 @@ static int meta_begin_step(int64_t step, void *user)
 /* Backbone features tanh(X W1 + b1) of images [tasks, rows, 784]: [tasks, rows, hidden]. */
 static bilo_tensor *features(bilo_tensor *const *x, bilo_tensor *images)
 {
-    return bilo_tanh(bilo_nn_linear(images, x[0], x[1]));
+    return bilo_nn_linear_act(images, x[0], x[1], BILO_ACT_TANH);
 }
 
 /* Per-episode head logits [tasks·rows, ways] of features [tasks, rows, hidden] with heads

@@ -100,8 +100,8 @@ static int meta_begin_step(int64_t step, void *user)
 /* Backbone features relu(relu(z·W1 + b1)·W2 + b2) of inputs z [n, k, 1]: [n, k, hidden]. */
 static bilo_tensor *backbone(bilo_tensor *const *x, bilo_tensor *z)
 {
-    bilo_tensor *h = bilo_relu(bilo_nn_linear(z, x[0], x[1]));
-    return bilo_relu(bilo_nn_linear(h, x[2], x[3]));
+    bilo_tensor *h = bilo_nn_linear_act(z, x[0], x[1], BILO_ACT_RELU);
+    return bilo_nn_linear_act(h, x[2], x[3], BILO_ACT_RELU);
 }
 
 /* Head predictions [n, k]: features [n, k, hidden] · W[i] + b[i] for task i. */
