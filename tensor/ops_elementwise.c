@@ -206,17 +206,26 @@ static read_mode operand_mode(const bcast_plan *p, int op)
     return all_zero ? READ_SCALAR : contiguous ? READ_FULL : READ_GATHER;
 }
 
+/* The kernel, the data pointers and no axes yet. */
+static void plan_base(bcast_plan *p, int kernel, bilo_tensor *const *in, int nops,
+                      bilo_tensor *out)
+{
+    p->k = bilo__kernels();
+    p->kernel = kernel;
+    p->dtype = out->dtype;
+    p->esize = bilo_dtype_size(out->dtype);
+    p->nops = nops;
+    p->dst = bilo__ptr(out);
+    p->nd = 0;
+    for (int i = 0; i < nops; i++) p->src[i] = bilo__ptr(in[i]);
+}
+
 static void plan_init(bcast_plan *p, int kernel, bilo_tensor *const *in, int nops, int nout,
                       const int64_t *sout, bilo_tensor *out)
 {
     int64_t full[MAX_OPERANDS][BILO_MAX_DIMS];
-    *p = (bcast_plan){.k = bilo__kernels(), .kernel = kernel, .dtype = out->dtype,
-                      .esize = bilo_dtype_size(out->dtype), .nops = nops,
-                      .dst = bilo__ptr(out)};
-    for (int i = 0; i < nops; i++) {
-        p->src[i] = bilo__ptr(in[i]);
-        operand_strides(in[i], nout, sout, full[i]);
-    }
+    plan_base(p, kernel, in, nops, out);
+    for (int i = 0; i < nops; i++) operand_strides(in[i], nout, sout, full[i]);
     for (int d = 0; d < nout; d++) {
         if (sout[d] == 1) continue;
         bool merge = p->nd > 0;
@@ -351,10 +360,45 @@ static void run_range(const bcast_plan *p, int64_t lo, int64_t hi)
     for (int64_t b = lo; b < hi; b += GATHER_BLOCK) gather_block(p, b, min64(b + GATHER_BLOCK, hi));
 }
 
+/* Output elements [lo, hi) when every operand has the output's shape: one kernel call, as
+   run_rows makes on the one collapsed axis such a plan has, without its index arithmetic. */
+static void run_contiguous(const bcast_plan *p, int64_t lo, int64_t hi)
+{
+    const char *src[MAX_OPERANDS];
+    const int64_t st[MAX_OPERANDS] = {1, 1, 1};
+    for (int i = 0; i < p->nops; i++) src[i] = p->src[i] + (size_t)lo * p->esize;
+    apply_kernel(p, src, st, p->dst + (size_t)lo * p->esize, hi - lo);
+}
+
+static bool operands_share_shape(bilo_tensor *const *in, int nops)
+{
+    for (int i = 1; i < nops; i++)
+        if (!same_shape(in[0], in[i])) return false;
+    return true;
+}
+
+/* The common case of operands of one shape, without broadcast planning (a small op's
+   dispatch cost is most of its time). */
+static bilo_tensor *same_shape_apply(const char *name, int kernel, bilo_tensor *const *in,
+                                     int nops)
+{
+    bilo_tensor *out = bilo__new(name, in[0]->dtype, in[0]->ndim, in[0]->shape);
+    if (!out || out->numel == 0) return out;
+    bcast_plan plan;
+    plan_base(&plan, kernel, in, nops, out);
+    int64_t n = out->numel, chunks = chunk_count(n);
+    int nt = bilo__threads_for(n);
+    BILO__PARALLEL_FOR(nt, c, chunks, {
+        run_contiguous(&plan, c * CHUNK, min64((c + 1) * CHUNK, n));
+    });
+    return out;
+}
+
 /* New tensor holding kernel applied to the broadcast operands in[0..nops). */
 static bilo_tensor *broadcast_apply(const char *name, int kernel, bilo_tensor *const *in,
                                     int nops)
 {
+    if (operands_share_shape(in, nops)) return same_shape_apply(name, kernel, in, nops);
     int nd = in[0]->ndim;
     int64_t shape[BILO_MAX_DIMS], next[BILO_MAX_DIMS];
     memcpy(shape, in[0]->shape, (size_t)nd * sizeof *shape);

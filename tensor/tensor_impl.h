@@ -10,6 +10,7 @@
 typedef struct bilo_storage {
     void *data;
     size_t nbytes;
+    size_t block_bytes; /* the allocation holding this header, the data and maybe a tensor */
     atomic_int refcount;
     atomic_uint version; /* bumped by every in-place write; checked by autograd */
 } bilo_storage;
