@@ -39,6 +39,26 @@ static int fail_shapes(const char *op, const bilo_tensor *a, const bilo_tensor *
 
 /* ---- unary ------------------------------------------------------------------------ */
 
+/* Per-element cost of a kernel (BILO_COST_*), which sets the size from which it threads. */
+static int unary_cost(bilo_unary_kernel id)
+{
+    switch (id) {
+    case BILO_KU_NEG: case BILO_KU_ABS: case BILO_KU_SQRT: case BILO_KU_RSQRT:
+    case BILO_KU_SQUARE: case BILO_KU_RECIPROCAL: case BILO_KU_RELU: case BILO_KU_SIGN:
+    case BILO_KU_ADD_SCALAR: case BILO_KU_MUL_SCALAR: case BILO_KU_RSUB_SCALAR:
+        return BILO_COST_MEMORY;
+    case BILO_KU_ERF: case BILO_KU_SOFTPLUS: case BILO_KU_POW_SCALAR:
+        return BILO_COST_HEAVY;
+    default:
+        return BILO_COST_TRANSCENDENTAL;
+    }
+}
+
+static int binary_cost(int kernel)
+{
+    return kernel == BILO_KB_POW ? BILO_COST_HEAVY : BILO_COST_MEMORY;
+}
+
 /* y[lo, lo+len) = f(x[lo, lo+len)); x and y may be the same buffer. */
 static void unary_range(const bilo_kernels *k, bilo_unary_kernel id, bilo_dtype dtype,
                         const void *x, void *y, int64_t lo, int64_t len, double p)
@@ -54,7 +74,7 @@ static void run_unary(bilo_unary_kernel id, bilo_dtype dtype, const void *x, voi
 {
     const bilo_kernels *k = bilo__kernels();
     int64_t chunks = chunk_count(n);
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, unary_cost(id));
     BILO__PARALLEL_FOR(nt, c, chunks, {
         unary_range(k, id, dtype, x, y, c * CHUNK, min64(CHUNK, n - c * CHUNK), p);
     });
@@ -387,7 +407,7 @@ static bilo_tensor *same_shape_apply(const char *name, int kernel, bilo_tensor *
     bcast_plan plan;
     plan_base(&plan, kernel, in, nops, out);
     int64_t n = out->numel, chunks = chunk_count(n);
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, binary_cost(kernel));
     BILO__PARALLEL_FOR(nt, c, chunks, {
         run_contiguous(&plan, c * CHUNK, min64((c + 1) * CHUNK, n));
     });
@@ -412,7 +432,7 @@ static bilo_tensor *broadcast_apply(const char *name, int kernel, bilo_tensor *c
     bcast_plan plan;
     plan_init(&plan, kernel, in, nops, nd, shape, out);
     int64_t n = out->numel, chunks = chunk_count(n);
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, binary_cost(kernel));
     BILO__PARALLEL_FOR(nt, c, chunks, {
         run_range(&plan, c * CHUNK, min64((c + 1) * CHUNK, n));
     });
@@ -557,7 +577,7 @@ BILO_API int bilo_axpy_(bilo_tensor *y, double alpha, bilo_tensor *x)
     if (!same_shape(y, x)) return fail_shapes("bilo_axpy_", y, x);
     const bilo_kernels *k = bilo__kernels();
     int64_t n = y->numel, chunks = chunk_count(n);
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, BILO_COST_MEMORY);
     BILO__PARALLEL_FOR(nt, c, chunks, {
         int64_t lo = c * CHUNK, len = min64(CHUNK, n - lo);
         if (y->dtype == BILO_F32)

@@ -76,6 +76,20 @@ int64_t bilo__shape_numel(int ndim, const int64_t *shape);
 int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside a region */
 #define BILO_PAR_MIN_WORK 32768
 
+/* Threads for one pass over n elements (an elementwise op, a copy, a reduction) whose kernel
+   costs `cost` units per element. Waking the sleeping worker of a PASSIVE OpenMP region
+   takes a futex call and a reschedule, 5-10 µs on the 2-core reference machine, while an add
+   of 65536 floats takes about 7 µs: a pass is split only from BILO_PAR_MIN_ELEM_WORK units,
+   15-20 µs of one-thread work. Results never depend on the answer (fixed chunks). */
+int bilo__threads_for_elems(int64_t n, int cost);
+#define BILO_PAR_MIN_ELEM_WORK (INT64_C(1) << 17)
+enum {
+    BILO_COST_MEMORY = 1,         /* add, compare, relu, contiguous copy, sum: ~0.1 ns each */
+    BILO_COST_TRANSCENDENTAL = 8, /* exp, log, tanh, sin, sigmoid (one SLEEF call): ~1 ns */
+    BILO_COST_GATHER = 8,         /* a copy reading or writing along a non-unit stride */
+    BILO_COST_HEAVY = 64          /* erf, pow, softplus: several ns each */
+};
+
 /* ---- op identities and recording ---- */
 #define BILO_OP_TABLE(X)                                                                    \
     X(NEG) X(ABS) X(EXP) X(LOG) X(LOG1P) X(EXPM1) X(SQRT) X(RSQRT) X(SQUARE) X(RECIPROCAL) \
