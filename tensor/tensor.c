@@ -48,6 +48,13 @@ static bilo_tensor *embedded_header(bilo_storage *s)
     return (bilo_tensor *)((char *)s + STORAGE_HEADER);
 }
 
+/* Whether t is the header bilo__new placed in its storage's block (compared as integers:
+   storages without such room, like autograd's data-less one, are smaller than the offset). */
+static bool header_in_block(const bilo_tensor *t)
+{
+    return (uintptr_t)t == (uintptr_t)t->storage + STORAGE_HEADER;
+}
+
 /* ---- scopes: one thread-local stack of owned tensors, split by marks ---- */
 typedef struct {
     bilo_tensor **items;
@@ -160,7 +167,7 @@ BILO_API void bilo_release(bilo_tensor *t)
     if (t->node) __atomic_load_n(&bilo__node_release_hook, __ATOMIC_ACQUIRE)(t->node);
     bilo_release(t->grad);
     bilo_storage *s = t->storage;
-    if (t == embedded_header(s))
+    if (header_in_block(t))
         poison_dead_header(t);
     else
         bilo__free(t, sizeof *t);
