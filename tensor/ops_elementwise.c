@@ -80,6 +80,18 @@ static void run_unary(bilo_unary_kernel id, bilo_dtype dtype, const void *x, voi
     });
 }
 
+/* What elementwise ops hand the recording hook, which copies it before returning. A struct
+   literal per call would clear all of bilo_op_attrs with a rep stos, whose start-up cost was
+   half of a small unary op's own time (perf, chain benchmark); these are cleared once. */
+static const bilo_op_attrs no_attrs;
+
+static const bilo_op_attrs *scalar_attrs(double p)
+{
+    static _Thread_local bilo_op_attrs attrs;
+    attrs.scalar = p;
+    return &attrs;
+}
+
 static bilo_tensor *unary_op(const char *name, bilo_op_id op, bilo_unary_kernel kernel,
                              bilo_tensor *x, double p)
 {
@@ -88,7 +100,7 @@ static bilo_tensor *unary_op(const char *name, bilo_op_id op, bilo_unary_kernel 
     bilo_tensor *y = bilo__new(name, x->dtype, x->ndim, x->shape);
     if (!y) return NULL;
     run_unary(kernel, x->dtype, bilo__ptr(x), bilo__ptr(y), x->numel, p);
-    return bilo__record(op, y, &x, 1, &(bilo_op_attrs){.scalar = p});
+    return bilo__record(op, y, &x, 1, scalar_attrs(p));
 }
 
 BILO_API bilo_tensor *bilo_neg(bilo_tensor *x)
@@ -455,7 +467,7 @@ static bilo_tensor *binary_op(const char *name, bilo_op_id op, bilo_binary_kerne
     bilo_tensor *in[2] = {a, b};
     if (!check_float_operands(name, in, 2)) return NULL;
     bilo_tensor *out = broadcast_apply(name, (int)kernel, in, 2);
-    return bilo__record(op, out, in, 2, &(bilo_op_attrs){0});
+    return bilo__record(op, out, in, 2, &no_attrs);
 }
 
 BILO_API bilo_tensor *bilo_add(bilo_tensor *a, bilo_tensor *b)
@@ -513,7 +525,7 @@ BILO_API bilo_tensor *bilo_where(bilo_tensor *mask, bilo_tensor *a, bilo_tensor 
     bilo_tensor *in[3] = {mask, a, b};
     if (!check_float_operands("bilo_where", in, 3)) return NULL;
     bilo_tensor *out = broadcast_apply("bilo_where", WHERE_KERNEL, in, 3);
-    return bilo__record(BILO_OP_WHERE, out, in, 3, &(bilo_op_attrs){0});
+    return bilo__record(BILO_OP_WHERE, out, in, 3, &no_attrs);
 }
 
 /* ---- in place ------------------------------------------------------------------------ */

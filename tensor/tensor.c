@@ -139,12 +139,20 @@ BILO_API bilo_tensor *bilo_scope_return(bilo_tensor *t)
 }
 
 /* ---- headers ---- */
+/* Field by field: a struct literal or a memcpy of ndim dims compiles to rep stos / rep movs,
+   whose start-up cost was most of a small tensor's creation (perf, chain benchmark). */
 static bilo_tensor *header_init(bilo_tensor *t, bilo_dtype dtype, int ndim, const int64_t *shape,
                                 int64_t numel, bilo_storage *storage)
 {
-    *t = (bilo_tensor){.dtype = dtype, .ndim = ndim, .numel = numel, .storage = storage};
     atomic_init(&t->refcount, 1);
-    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < BILO_MAX_DIMS; d++) t->shape[d] = d < ndim ? shape[d] : 0;
+    t->numel = numel;
+    t->storage = storage;
+    t->requires_grad = false;
+    t->node = NULL;
+    t->grad = NULL;
     return t;
 }
 
