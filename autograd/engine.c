@@ -194,7 +194,7 @@ static bilo_tensor *record_node(bilo_op_id op, bilo_tensor *out, bilo_tensor *co
                           rule->name);
     }
     n->op = op;
-    if (attrs) n->attrs = *attrs;
+    if (attrs) n->attrs = *attrs; /* before any op can run: attrs may be a per-thread struct */
     for (int i = 0; i < n_in; i++) {
         n->in[i] = rule_reads_value(rule, in, n_in, i) ? bilo_retain(in[i]) : shape_stand_in(in[i]);
         if (!n->in[i]) {

@@ -80,7 +80,8 @@ static void run_unary(bilo_unary_kernel id, bilo_dtype dtype, const void *x, voi
     });
 }
 
-/* What elementwise ops hand the recording hook, which copies it before returning. A struct
+/* What elementwise ops hand the recording hook, which copies it into the node before it runs
+   anything that could reach another op (so the per-thread scalar is not overwritten). A struct
    literal per call would clear all of bilo_op_attrs with a rep stos, whose start-up cost was
    half of a small unary op's own time (perf, chain benchmark); these are cleared once. */
 static const bilo_op_attrs no_attrs;
