@@ -812,10 +812,16 @@ static void sum_tile(bilo_tensor *out, const bilo_tensor *x, const strided_plan 
     walker_start(&w, kept, j0);
     for (int64_t t = 0; t < m; t++, walker_advance(&w, 1)) koff[t] = w.a;
     if (reduced->numel) walker_start(&w, reduced, 0);
+    /* Kept elements adjacent in x (a bias gradient: [rows, n] -> [n]): the same additions
+       read straight along the row, which vectorizes, instead of through koff. */
+    const bool adjacent = kept->ndim == 1 && kept->a[0] == 1;
 #define SUM_REDUCED(T)                                                                \
     for (int64_t r = 0; r < reduced->numel; r++, walker_advance(&w, 1)) {            \
         const T *xp = (const T *)bilo__ptr(x) + w.a;                                  \
-        for (int64_t t = 0; t < m; t++) acc[t] += xp[koff[t]];                        \
+        if (adjacent)                                                                 \
+            for (int64_t t = 0, k0 = koff[0]; t < m; t++) acc[t] += xp[k0 + t];       \
+        else                                                                          \
+            for (int64_t t = 0; t < m; t++) acc[t] += xp[koff[t]];                    \
     }                                                                                 \
     for (int64_t t = 0; t < m; t++) ((T *)bilo__ptr(out))[j0 + t] = (T)acc[t];
     BY_FLOAT_TYPE(x->dtype, SUM_REDUCED);

@@ -128,7 +128,8 @@ static void test_reductions(void)
     }
 }
 
-/* Column sums of [rows, 256] (the bias gradient of a layer) and a transposed copy. */
+/* Column sums of [rows, 256] (the bias gradient of a layer), row sums (kept elements not
+   adjacent in memory) and a transposed copy. */
 static void test_strided(void)
 {
     const int64_t cols = 256;
@@ -143,8 +144,22 @@ static void test_strided(void)
             c[t] = bilo_clone(bilo_transpose(m, 0, 1));
         }
         bilo_set_num_threads(0);
-        tap_ok(same_bits(s[0], s[1]), "sum_to [%lld,256] -> [256]: same bits at 1 and 2 threads",
+        double col = 0; /* column 200 summed in a double, row by row, as sum_to does */
+        for (int64_t r = 0; r < rows; r++) col += bilo_get(m, (int64_t[]){r, 200});
+        tap_ok(same_bits(s[0], s[1]) && bilo_get_flat(s[0], 200) == (float)col,
+               "sum_to [%lld,256] -> [256]: same bits at 1 and 2 threads, column 200 exact",
                (long long)rows);
+        bilo_tensor *row_sums[2];
+        for (int t = 0; t < 2; t++) {
+            bilo_set_num_threads(t + 1);
+            row_sums[t] = bilo_sum_to(m, 2, (int64_t[]){rows, 1});
+        }
+        bilo_set_num_threads(0);
+        double row = 0; /* the last row summed in a double, left to right */
+        for (int64_t j = 0; j < cols; j++) row += bilo_get(m, (int64_t[]){rows - 1, j});
+        tap_ok(same_bits(row_sums[0], row_sums[1]) && bilo_get_flat(row_sums[0], rows - 1) == (float)row,
+               "sum_to [%lld,256] -> [%lld,1]: same bits at 1 and 2 threads, last row exact",
+               (long long)rows, (long long)rows);
         tap_ok(same_bits(c[0], c[1]) &&
                    bilo_get(c[0], (int64_t[]){7, rows - 1}) == bilo_get(m, (int64_t[]){rows - 1, 7}),
                "transposed copy of [%lld,256]: same bits at 1 and 2 threads", (long long)rows);
