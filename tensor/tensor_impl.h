@@ -77,12 +77,13 @@ int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside
 #define BILO_PAR_MIN_WORK 32768
 
 /* Threads for one pass over n elements (an elementwise op, a copy, a reduction) whose kernel
-   costs `cost` units per element. Waking the sleeping worker of a PASSIVE OpenMP region
-   takes a futex call and a reschedule, 5-10 µs on the 2-core reference machine, while an add
-   of 65536 floats takes about 7 µs: a pass is split only from BILO_PAR_MIN_ELEM_WORK units,
-   15-20 µs of one-thread work. Results never depend on the answer (fixed chunks). */
+   costs `cost` units per element. A PASSIVE OpenMP region wakes its sleeping worker through a
+   futex: measured on the 2-core reference VM, a region adds 10-15 µs (up to ~50 µs while the
+   other vCPU idles), while an add of 65536 floats takes 7 µs. A pass is split only from
+   BILO_PAR_MIN_ELEM_WORK units, about 30 µs of one-thread work, where half of it saved beats
+   the wake-up. Results never depend on the answer (fixed chunks). */
 int bilo__threads_for_elems(int64_t n, int cost);
-#define BILO_PAR_MIN_ELEM_WORK (INT64_C(1) << 17)
+#define BILO_PAR_MIN_ELEM_WORK (INT64_C(1) << 18)
 enum {
     BILO_COST_MEMORY = 1,         /* add, compare, relu, contiguous copy, sum: ~0.1 ns each */
     BILO_COST_TRANSCENDENTAL = 8, /* exp, log, tanh, sin, sigmoid (one SLEEF call): ~1 ns */
