@@ -145,10 +145,6 @@ static bool rule_reads_value(const bilo_op_rule *rule, bilo_tensor *const *in, i
 static bilo_storage no_data = {.refcount = 1};
 static bilo_tensor no_data_tensor = {.refcount = 1, .ndim = 1, .storage = &no_data};
 
-/* A header with x's dtype and shape but no data: what a rule that reads only the shape of an
-   input sees, so the node does not keep the input's data alive. Its version never changes:
-   an in-place write to x cannot invalidate a rule that never reads it. Stand-ins are never
-   written after creation, so nodes may share one (reference counted). */
 static bool is_stand_in_for(const bilo_tensor *s, const bilo_tensor *x)
 {
     return s && s->storage == &no_data && s->dtype == x->dtype && s->ndim == x->ndim &&
@@ -166,6 +162,10 @@ static bilo_tensor *reusable_stand_in(const bilo_tensor *x)
     return NULL;
 }
 
+/* A header with x's dtype and shape but no data: what a rule that reads only the shape of an
+   input sees, so the node does not keep the input's data alive. Its version never changes:
+   an in-place write to x cannot invalidate a rule that never reads it. Stand-ins are never
+   written after creation, so nodes may share one (reference counted). */
 static bilo_tensor *shape_stand_in(const bilo_tensor *x)
 {
     if (!x) return NULL;
