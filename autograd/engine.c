@@ -145,12 +145,32 @@ static bool rule_reads_value(const bilo_op_rule *rule, bilo_tensor *const *in, i
 static bilo_storage no_data = {.refcount = 1};
 static bilo_tensor no_data_tensor = {.refcount = 1, .ndim = 1, .storage = &no_data};
 
+static bool is_stand_in_for(const bilo_tensor *s, const bilo_tensor *x)
+{
+    return s && s->storage == &no_data && s->dtype == x->dtype && s->ndim == x->ndim &&
+           !memcmp(s->shape, x->shape, (size_t)x->ndim * sizeof *x->shape);
+}
+
+/* A stand-in the node that produced x already holds for a same-shaped input, if any: in a
+   chain of elementwise ops every node would otherwise allocate an identical header. */
+static bilo_tensor *reusable_stand_in(const bilo_tensor *x)
+{
+    const bilo_node *producer = x->node;
+    if (!producer || producer->freed) return NULL;
+    for (int i = 0; i < producer->n_in; i++)
+        if (is_stand_in_for(producer->in[i], x)) return producer->in[i];
+    return NULL;
+}
+
 /* A header with x's dtype and shape but no data: what a rule that reads only the shape of an
    input sees, so the node does not keep the input's data alive. Its version never changes:
-   an in-place write to x cannot invalidate a rule that never reads it. */
+   an in-place write to x cannot invalidate a rule that never reads it. Stand-ins are never
+   written after creation, so nodes may share one (reference counted). */
 static bilo_tensor *shape_stand_in(const bilo_tensor *x)
 {
     if (!x) return NULL;
+    bilo_tensor *shared = reusable_stand_in(x);
+    if (shared) return bilo_retain(shared);
     bilo_tensor *s = bilo_keep(bilo__alias(&no_data_tensor, x->ndim, x->shape));
     if (s) {
         s->dtype = x->dtype;
@@ -174,7 +194,7 @@ static bilo_tensor *record_node(bilo_op_id op, bilo_tensor *out, bilo_tensor *co
                           rule->name);
     }
     n->op = op;
-    if (attrs) n->attrs = *attrs;
+    if (attrs) n->attrs = *attrs; /* before any op can run: attrs may be a per-thread struct */
     for (int i = 0; i < n_in; i++) {
         n->in[i] = rule_reads_value(rule, in, n_in, i) ? bilo_retain(in[i]) : shape_stand_in(in[i]);
         if (!n->in[i]) {
@@ -320,9 +340,8 @@ static grad_slot *slot_place(grad_slot *slots, size_t cap, const void *key)
     return &slots[i];
 }
 
-static bool slots_grow(walk_state *w)
+static bool slots_grow(walk_state *w, size_t cap)
 {
-    size_t cap = w->cap ? 2 * w->cap : 64;
     grad_slot *slots = bilo__alloc(cap * sizeof *slots);
     if (!slots) return false;
     memset(slots, 0, cap * sizeof *slots);
@@ -338,13 +357,22 @@ static bool slots_grow(walk_state *w)
    slot pointers when the table grows. */
 static grad_slot *slot_get(walk_state *w, const void *key)
 {
-    if (2 * (w->used + 1) > w->cap && !slots_grow(w)) return NULL;
+    if (2 * (w->used + 1) > w->cap && !slots_grow(w, w->cap ? 2 * w->cap : 64)) return NULL;
     grad_slot *s = slot_place(w->slots, w->cap, key);
     if (!s->key) {
         s->key = key;
         w->used++;
     }
     return s;
+}
+
+/* Room for `more` keys beyond those present without regrowing, so a deep graph is not
+   rehashed log2(depth) times (the order and stack arrays still grow by doubling). */
+static bool slots_presize(walk_state *w, size_t more)
+{
+    size_t cap = w->cap ? w->cap : 64;
+    while (cap < 2 * (w->used + more)) cap *= 2;
+    return cap == w->cap || slots_grow(w, cap);
 }
 
 static void walk_free(walk_state *w)
@@ -536,8 +564,11 @@ static int run_node(walk_state *w, bilo_node *n, bool create_graph, const char *
     if (rc) return rc;
 
     bool need[BILO_MAX_OP_INPUTS];
-    bilo_tensor *gx[BILO_MAX_OP_INPUTS] = {0};
-    for (int i = 0; i < n->n_in; i++) need[i] = edge_reaches(w, &n->edge[i]);
+    bilo_tensor *gx[BILO_MAX_OP_INPUTS];
+    for (int i = 0; i < n->n_in; i++) {
+        need[i] = edge_reaches(w, &n->edge[i]);
+        gx[i] = NULL;
+    }
     rc = call_rule(n, s->grad, need, gx, create_graph, fn);
     if (rc) return rc;
     s = slot_find(w, n);
@@ -622,10 +653,23 @@ static bilo_tensor *seed_for(bilo_tensor *y, bilo_tensor *u)
     return one;
 }
 
+/* A lower bound on the nodes the walk will visit: every topo level between an output's
+   node and the pruning level holds at least one (a chain of n ops holds exactly n). */
+static size_t nodes_at_least(const walk_state *w, bilo_tensor *const *outputs, int n_out)
+{
+    int64_t most = 0;
+    for (int i = 0; i < n_out; i++) {
+        const bilo_node *n = outputs[i]->node;
+        if (n && n->topo - w->min_topo + 1 > most) most = n->topo - w->min_topo + 1;
+    }
+    return (size_t)most;
+}
+
 /* Order the graph, seed the outputs and run every needed rule, outputs first. */
 static int walk_run(walk_state *w, bilo_tensor *const *outputs, int n_out,
                     bilo_tensor *const *cotangents, bool create_graph, const char *fn)
 {
+    if (!slots_presize(w, nodes_at_least(w, outputs, n_out))) return out_of_memory(fn);
     for (int i = 0; i < n_out; i++) {
         if (!outputs[i]->node) continue;
         int rc = collect_from(w, outputs[i]->node, fn);

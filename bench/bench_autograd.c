@@ -13,7 +13,8 @@
  * OMP_WAIT_POLICY=PASSIVE (torch's best setting on this class of machine, see peers.md); the
  * script sets torch's and its OpenBLAS pool's thread counts alike (torch_common.py).
  * With --csv [--quick] it prints bench/run.sh's rows instead: the 16-element chain and the
- * MLP gradient / HVP at 1 and 2 threads, in rounds of bilo then one torch process. */
+ * MLP gradient / HVP at 1 and 2 threads, in rounds of bilo then one torch process. With --chain
+ * it prints bilo's chain table alone (no torch, no MLP). */
 #include "bilo.h"
 #include "bench_util.h"
 
@@ -258,19 +259,9 @@ static void csv_rounds(const char *argv0, bool quick)
     }
 }
 
-int main(int argc, char **argv)
+/* The chain table: ns per op at 1 and 16 elements, with torch's figure where it ran. */
+static void print_chain_table(const peer_results *torch)
 {
-    if (bench_has_flag(argc, argv, "--csv")) {
-        csv_rounds(argv[0], bench_has_flag(argc, argv, "--quick"));
-        return 0;
-    }
-    printf("bilo autograd benchmark (kernels %s), f32\n", bilo_kernel_isa());
-    peer_results torch = run_torch(argv[0]);
-    if (torch.status[0]) printf("%s\n", torch.status);
-    const char *policy = getenv("OMP_WAIT_POLICY");
-    printf("OMP_WAIT_POLICY for bilo: %s; torch runs with PASSIVE and torch.set_num_threads\n",
-           policy ? policy : "unset (OpenMP's default)");
-
     printf("\nchain of %d elementwise ops (mul_scalar, add_scalar, tanh), ns per op, median of %d\n",
            CHAIN_OPS, CHAIN_REPS);
     printf("  %5s %10s %10s %10s  %10s %10s\n", "numel", "no grad", "recording", "fwd+bwd",
@@ -283,8 +274,27 @@ int main(int argc, char **argv)
                bench_chain(sizes[s], RECORD), fb);
         char key[64];
         snprintf(key, sizeof key, "chain_%lld_fwdbwd_ns", (long long)sizes[s]);
-        print_ratio(fb, peer_get(&torch, key));
+        print_ratio(fb, peer_get(torch, key));
     }
+}
+
+int main(int argc, char **argv)
+{
+    if (bench_has_flag(argc, argv, "--csv")) {
+        csv_rounds(argv[0], bench_has_flag(argc, argv, "--quick"));
+        return 0;
+    }
+    printf("bilo autograd benchmark (kernels %s), f32\n", bilo_kernel_isa());
+    if (bench_has_flag(argc, argv, "--chain")) { /* bilo's chain alone: quick to repeat */
+        print_chain_table(&(peer_results){.n = 0});
+        return 0;
+    }
+    peer_results torch = run_torch(argv[0]);
+    if (torch.status[0]) printf("%s\n", torch.status);
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    printf("OMP_WAIT_POLICY for bilo: %s; torch runs with PASSIVE and torch.set_num_threads\n",
+           policy ? policy : "unset (OpenMP's default)");
+    print_chain_table(&torch);
 
     printf("\nMLP 784-256-256-10 tanh, batch %d: ms per gradient / per HVP (forward included), "
            "median of %d\n", BATCH, MLP_REPS);

@@ -39,6 +39,26 @@ static int fail_shapes(const char *op, const bilo_tensor *a, const bilo_tensor *
 
 /* ---- unary ------------------------------------------------------------------------ */
 
+/* Per-element cost of a kernel (BILO_COST_*), which sets the size from which it threads. */
+static int unary_cost(bilo_unary_kernel id)
+{
+    switch (id) {
+    case BILO_KU_NEG: case BILO_KU_ABS: case BILO_KU_SQRT: case BILO_KU_RSQRT:
+    case BILO_KU_SQUARE: case BILO_KU_RECIPROCAL: case BILO_KU_RELU: case BILO_KU_SIGN:
+    case BILO_KU_ADD_SCALAR: case BILO_KU_MUL_SCALAR: case BILO_KU_RSUB_SCALAR:
+        return BILO_COST_MEMORY;
+    case BILO_KU_ERF: case BILO_KU_SOFTPLUS: case BILO_KU_POW_SCALAR:
+        return BILO_COST_HEAVY;
+    default:
+        return BILO_COST_TRANSCENDENTAL;
+    }
+}
+
+static int binary_cost(int kernel)
+{
+    return kernel == BILO_KB_POW ? BILO_COST_HEAVY : BILO_COST_MEMORY;
+}
+
 /* y[lo, lo+len) = f(x[lo, lo+len)); x and y may be the same buffer. */
 static void unary_range(const bilo_kernels *k, bilo_unary_kernel id, bilo_dtype dtype,
                         const void *x, void *y, int64_t lo, int64_t len, double p)
@@ -54,10 +74,23 @@ static void run_unary(bilo_unary_kernel id, bilo_dtype dtype, const void *x, voi
 {
     const bilo_kernels *k = bilo__kernels();
     int64_t chunks = chunk_count(n);
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, unary_cost(id));
     BILO__PARALLEL_FOR(nt, c, chunks, {
         unary_range(k, id, dtype, x, y, c * CHUNK, min64(CHUNK, n - c * CHUNK), p);
     });
+}
+
+/* What elementwise ops hand the recording hook, which copies it into the node before it runs
+   anything that could reach another op (so the per-thread scalar is not overwritten). A struct
+   literal per call would clear all of bilo_op_attrs with a rep stos, whose start-up cost was
+   half of a small unary op's own time (perf, chain benchmark); these are cleared once. */
+static const bilo_op_attrs no_attrs;
+
+static const bilo_op_attrs *scalar_attrs(double p)
+{
+    static _Thread_local bilo_op_attrs attrs;
+    attrs.scalar = p;
+    return &attrs;
 }
 
 static bilo_tensor *unary_op(const char *name, bilo_op_id op, bilo_unary_kernel kernel,
@@ -68,7 +101,7 @@ static bilo_tensor *unary_op(const char *name, bilo_op_id op, bilo_unary_kernel 
     bilo_tensor *y = bilo__new(name, x->dtype, x->ndim, x->shape);
     if (!y) return NULL;
     run_unary(kernel, x->dtype, bilo__ptr(x), bilo__ptr(y), x->numel, p);
-    return bilo__record(op, y, &x, 1, &(bilo_op_attrs){.scalar = p});
+    return bilo__record(op, y, &x, 1, scalar_attrs(p));
 }
 
 BILO_API bilo_tensor *bilo_neg(bilo_tensor *x)
@@ -206,17 +239,26 @@ static read_mode operand_mode(const bcast_plan *p, int op)
     return all_zero ? READ_SCALAR : contiguous ? READ_FULL : READ_GATHER;
 }
 
+/* The kernel, the data pointers and no axes yet. */
+static void plan_base(bcast_plan *p, int kernel, bilo_tensor *const *in, int nops,
+                      bilo_tensor *out)
+{
+    p->k = bilo__kernels();
+    p->kernel = kernel;
+    p->dtype = out->dtype;
+    p->esize = bilo_dtype_size(out->dtype);
+    p->nops = nops;
+    p->dst = bilo__ptr(out);
+    p->nd = 0;
+    for (int i = 0; i < nops; i++) p->src[i] = bilo__ptr(in[i]);
+}
+
 static void plan_init(bcast_plan *p, int kernel, bilo_tensor *const *in, int nops, int nout,
                       const int64_t *sout, bilo_tensor *out)
 {
     int64_t full[MAX_OPERANDS][BILO_MAX_DIMS];
-    *p = (bcast_plan){.k = bilo__kernels(), .kernel = kernel, .dtype = out->dtype,
-                      .esize = bilo_dtype_size(out->dtype), .nops = nops,
-                      .dst = bilo__ptr(out)};
-    for (int i = 0; i < nops; i++) {
-        p->src[i] = bilo__ptr(in[i]);
-        operand_strides(in[i], nout, sout, full[i]);
-    }
+    plan_base(p, kernel, in, nops, out);
+    for (int i = 0; i < nops; i++) operand_strides(in[i], nout, sout, full[i]);
     for (int d = 0; d < nout; d++) {
         if (sout[d] == 1) continue;
         bool merge = p->nd > 0;
@@ -351,10 +393,45 @@ static void run_range(const bcast_plan *p, int64_t lo, int64_t hi)
     for (int64_t b = lo; b < hi; b += GATHER_BLOCK) gather_block(p, b, min64(b + GATHER_BLOCK, hi));
 }
 
+/* Output elements [lo, hi) when every operand has the output's shape: one kernel call, as
+   run_rows makes on the one collapsed axis such a plan has, without its index arithmetic. */
+static void run_contiguous(const bcast_plan *p, int64_t lo, int64_t hi)
+{
+    const char *src[MAX_OPERANDS];
+    const int64_t st[MAX_OPERANDS] = {1, 1, 1};
+    for (int i = 0; i < p->nops; i++) src[i] = p->src[i] + (size_t)lo * p->esize;
+    apply_kernel(p, src, st, p->dst + (size_t)lo * p->esize, hi - lo);
+}
+
+static bool operands_share_shape(bilo_tensor *const *in, int nops)
+{
+    for (int i = 1; i < nops; i++)
+        if (!same_shape(in[0], in[i])) return false;
+    return true;
+}
+
+/* The common case of operands of one shape, without broadcast planning (a small op's
+   dispatch cost is most of its time). */
+static bilo_tensor *same_shape_apply(const char *name, int kernel, bilo_tensor *const *in,
+                                     int nops)
+{
+    bilo_tensor *out = bilo__new(name, in[0]->dtype, in[0]->ndim, in[0]->shape);
+    if (!out || out->numel == 0) return out;
+    bcast_plan plan;
+    plan_base(&plan, kernel, in, nops, out);
+    int64_t n = out->numel, chunks = chunk_count(n);
+    int nt = bilo__threads_for_elems(n, binary_cost(kernel));
+    BILO__PARALLEL_FOR(nt, c, chunks, {
+        run_contiguous(&plan, c * CHUNK, min64((c + 1) * CHUNK, n));
+    });
+    return out;
+}
+
 /* New tensor holding kernel applied to the broadcast operands in[0..nops). */
 static bilo_tensor *broadcast_apply(const char *name, int kernel, bilo_tensor *const *in,
                                     int nops)
 {
+    if (operands_share_shape(in, nops)) return same_shape_apply(name, kernel, in, nops);
     int nd = in[0]->ndim;
     int64_t shape[BILO_MAX_DIMS], next[BILO_MAX_DIMS];
     memcpy(shape, in[0]->shape, (size_t)nd * sizeof *shape);
@@ -368,7 +445,7 @@ static bilo_tensor *broadcast_apply(const char *name, int kernel, bilo_tensor *c
     bcast_plan plan;
     plan_init(&plan, kernel, in, nops, nd, shape, out);
     int64_t n = out->numel, chunks = chunk_count(n);
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, binary_cost(kernel));
     BILO__PARALLEL_FOR(nt, c, chunks, {
         run_range(&plan, c * CHUNK, min64((c + 1) * CHUNK, n));
     });
@@ -391,7 +468,7 @@ static bilo_tensor *binary_op(const char *name, bilo_op_id op, bilo_binary_kerne
     bilo_tensor *in[2] = {a, b};
     if (!check_float_operands(name, in, 2)) return NULL;
     bilo_tensor *out = broadcast_apply(name, (int)kernel, in, 2);
-    return bilo__record(op, out, in, 2, &(bilo_op_attrs){0});
+    return bilo__record(op, out, in, 2, &no_attrs);
 }
 
 BILO_API bilo_tensor *bilo_add(bilo_tensor *a, bilo_tensor *b)
@@ -449,7 +526,7 @@ BILO_API bilo_tensor *bilo_where(bilo_tensor *mask, bilo_tensor *a, bilo_tensor 
     bilo_tensor *in[3] = {mask, a, b};
     if (!check_float_operands("bilo_where", in, 3)) return NULL;
     bilo_tensor *out = broadcast_apply("bilo_where", WHERE_KERNEL, in, 3);
-    return bilo__record(BILO_OP_WHERE, out, in, 3, &(bilo_op_attrs){0});
+    return bilo__record(BILO_OP_WHERE, out, in, 3, &no_attrs);
 }
 
 /* ---- in place ------------------------------------------------------------------------ */
@@ -513,7 +590,7 @@ BILO_API int bilo_axpy_(bilo_tensor *y, double alpha, bilo_tensor *x)
     if (!same_shape(y, x)) return fail_shapes("bilo_axpy_", y, x);
     const bilo_kernels *k = bilo__kernels();
     int64_t n = y->numel, chunks = chunk_count(n);
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, BILO_COST_MEMORY);
     BILO__PARALLEL_FOR(nt, c, chunks, {
         int64_t lo = c * CHUNK, len = min64(CHUNK, n - lo);
         if (y->dtype == BILO_F32)

@@ -38,7 +38,8 @@ static void run_bias_act(bilo_bias_act_kernel kernel, const bilo_tensor *x, cons
     const int64_t cols = b->numel, rows = x->numel / cols;
     const int64_t rows_per_item = cols >= ROW_BLOCK_ELEMS ? 1 : ROW_BLOCK_ELEMS / cols;
     const int64_t items = (rows + rows_per_item - 1) / rows_per_item;
-    const int nt = bilo__threads_for(x->numel);
+    const int cost = kernel == BILO_KBA_RELU ? BILO_COST_MEMORY : BILO_COST_TRANSCENDENTAL;
+    const int nt = bilo__threads_for_elems(x->numel, cost);
     BILO__PARALLEL_FOR(nt, it, items, {
         const int64_t lo = it * rows_per_item;
         const int64_t hi = lo + rows_per_item < rows ? lo + rows_per_item : rows;

@@ -139,7 +139,7 @@ static bool sum_runs(const char *op, bilo_dtype dt, const void *x, const void *y
                      int64_t r, sum_kind kind, void *out)
 {
     const bilo_kernels *k = bilo__kernels();
-    int nt = bilo__threads_for(runs * r);
+    int nt = bilo__threads_for_elems(runs * r, BILO_COST_MEMORY);
     if (r <= BLOCK) {
         BILO__PARALLEL_FOR(nt, o, runs, {
             store(dt, out, o, sum_finish(kind, piece_sum(k, dt, x, y, o * r, r), r));
@@ -169,7 +169,7 @@ static void sum_cols(bilo_dtype dt, const void *x, const reduce_geom *g, sum_kin
 {
     const bilo_kernels *k = bilo__kernels();
     int64_t nc = col_blocks(g), items = g->outer * nc;
-    int nt = bilo__threads_for(g->outer * g->r * g->inner);
+    int nt = bilo__threads_for_elems(g->outer * g->r * g->inner, BILO_COST_MEMORY);
     BILO__PARALLEL_FOR(nt, it, items, {
         _Alignas(64) double squares[COLS];
         int64_t o = it / nc, c0 = (it % nc) * COLS, w = min64(COLS, g->inner - c0);
@@ -286,7 +286,7 @@ static bilo_tensor *extreme_op(const char *name, bilo_op_id op, bool is_max, bil
     const void *px = bilo__ptr(x);
     void *po = bilo__ptr(out);
     int64_t nc = col_blocks(&g), items = g.outer * nc;
-    int nt = bilo__threads_for(x->numel);
+    int nt = bilo__threads_for_elems(x->numel, BILO_COST_MEMORY);
     BILO__PARALLEL_FOR(nt, it, items, {
         int64_t o = it / nc, c0 = (it % nc) * COLS;
         const void *base = elem(dt, px, o * g.r * g.inner + c0);
@@ -344,7 +344,7 @@ BILO_API bilo_tensor *bilo_argmax(bilo_tensor *x, int axis, bool keepdim)
     if (!out) return NULL;
     int64_t *po = bilo__ptr(out);
     int64_t nc = col_blocks(&g), items = g.outer * nc;
-    int nt = bilo__threads_for(x->numel);
+    int nt = bilo__threads_for_elems(x->numel, BILO_COST_MEMORY);
     BILO__PARALLEL_FOR(nt, it, items, {
         int64_t o = it / nc, c0 = (it % nc) * COLS, w = min64(COLS, g.inner - c0);
         int64_t from = o * g.r * g.inner + c0;
@@ -451,7 +451,7 @@ static bilo_tensor *exp_op(const char *name, bilo_op_id op, exp_kind kind, bilo_
     /* Over an empty axis logsumexp is log 0 and softmax has nothing to write. */
     for (int64_t i = 0; g.r == 0 && reduce && i < out->numel; i++) store(dt, po, i, -INFINITY);
     int64_t nc = col_blocks(&g), items = g.r ? g.outer * nc : 0;
-    int nt = bilo__threads_for(x->numel);
+    int nt = bilo__threads_for_elems(x->numel, BILO_COST_TRANSCENDENTAL);
     BILO__PARALLEL_FOR(nt, it, items, {
         int64_t o = it / nc, c0 = (it % nc) * COLS, from = o * g.r * g.inner + c0;
         void *y = elem(dt, po, reduce ? o * g.inner + c0 : from);
@@ -616,8 +616,8 @@ BILO_API bilo_tensor *bilo_softmax_cross_entropy(bilo_tensor *logits, bilo_tenso
                           scratch_bytes);
     bilo_tensor *loss = bilo__new(name, w.dt, 1, &w.n);
     void *pl = loss ? bilo__ptr(loss) : NULL;
-    BILO__PARALLEL_FOR(bilo__threads_for(logits->numel), b, loss ? xent_blocks(&w) : 0,
-                       { xent_loss_block(&w, b, e, pl); });
+    const int nt = bilo__threads_for_elems(logits->numel, BILO_COST_TRANSCENDENTAL);
+    BILO__PARALLEL_FOR(nt, b, loss ? xent_blocks(&w) : 0, { xent_loss_block(&w, b, e, pl); });
     bilo__free(e, scratch_bytes);
     bilo_tensor *in[2] = {logits, labels};
     return bilo__record(BILO_OP_SOFTMAX_CROSS_ENTROPY, loss, in, 2, NULL);
@@ -642,8 +642,8 @@ BILO_API bilo_tensor *bilo_softmax_cross_entropy_backward(bilo_tensor *logits,
     if (!dz) return NULL;
     const void *pg = bilo__ptr(g);
     void *pd = bilo__ptr(dz);
-    BILO__PARALLEL_FOR(bilo__threads_for(logits->numel), b, xent_blocks(&w),
-                       { xent_grad_block(&w, b, pg, pd); });
+    const int nt = bilo__threads_for_elems(logits->numel, BILO_COST_TRANSCENDENTAL);
+    BILO__PARALLEL_FOR(nt, b, xent_blocks(&w), { xent_grad_block(&w, b, pg, pd); });
     bilo_tensor *in[3] = {logits, labels, g};
     return bilo__record(BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD, dz, in, 3, NULL);
 }

@@ -102,13 +102,20 @@ static void walker_advance(walker *w, int64_t run)
 /* Called for each run of n elements along the plan's last axis starting at offsets a, b. */
 typedef void (*run_fn)(const strided_plan *p, int64_t a, int64_t b, int64_t n, void *ctx);
 
+/* Runs along unit strides copy like memcpy; any other stride gathers element by element. */
+static int run_cost(const strided_plan *p)
+{
+    int last = p->ndim - 1;
+    return p->a[last] == 1 && p->b[last] == 1 ? BILO_COST_MEMORY : BILO_COST_GATHER;
+}
+
 /* Visit the whole plan in fixed-size chunks; parallel only when no two chunks write to the
    same place (copies and gathers), serial for scatters, whose accumulation order must not
    depend on the thread count. */
 static void for_each_run(const strided_plan *p, bool parallel, run_fn fn, void *ctx)
 {
     int64_t nchunks = (p->numel + COPY_CHUNK - 1) / COPY_CHUNK;
-    int nt = parallel ? bilo__threads_for(p->numel) : 1;
+    int nt = parallel ? bilo__threads_for_elems(p->numel, run_cost(p)) : 1;
     int last = p->ndim - 1;
     BILO__PARALLEL_FOR(nt, c, nchunks, {
         int64_t pos = c * COPY_CHUNK, end = min64(p->numel, pos + COPY_CHUNK);
@@ -568,7 +575,7 @@ BILO_API bilo_tensor *bilo_index_select(bilo_tensor *x, int axis, bilo_tensor *i
     int64_t rows = out->numel ? outer * k : 0;
     char *dst = bilo__ptr(out);
     const char *src = bilo__ptr(x);
-    int nt = bilo__threads_for(out->numel);
+    int nt = bilo__threads_for_elems(out->numel, BILO_COST_MEMORY);
     BILO__PARALLEL_FOR(nt, r, rows, {
         memcpy(dst + (size_t)r * row, src + (size_t)((r / k) * len + idx[r % k]) * row, row);
     });
@@ -585,7 +592,7 @@ static void add_rows(bilo_tensor *out, int axis, const int64_t *idx, const bilo_
     int64_t outer, inner, k = src->shape[axis], len = out->shape[axis];
     outer_inner(out, axis, &outer, &inner);
     int64_t col_tiles = (inner + ADD_TILE - 1) / ADD_TILE, tiles = k ? outer * col_tiles : 0;
-    int nt = bilo__threads_for(src->numel);
+    int nt = bilo__threads_for_elems(src->numel, BILO_COST_MEMORY);
 #define ADD_ROWS(T)                                                            \
     for (int64_t i = 0; i < k; i++) {                                          \
         T *y = (T *)bilo__ptr(out) + (o * len + idx[i]) * inner + c0;          \
@@ -805,10 +812,16 @@ static void sum_tile(bilo_tensor *out, const bilo_tensor *x, const strided_plan 
     walker_start(&w, kept, j0);
     for (int64_t t = 0; t < m; t++, walker_advance(&w, 1)) koff[t] = w.a;
     if (reduced->numel) walker_start(&w, reduced, 0);
+    /* Kept elements adjacent in x (a bias gradient: [rows, n] -> [n]): the same additions
+       read straight along the row, which vectorizes, instead of through koff. */
+    const bool adjacent = kept->ndim == 1 && kept->a[0] == 1;
 #define SUM_REDUCED(T)                                                                \
     for (int64_t r = 0; r < reduced->numel; r++, walker_advance(&w, 1)) {            \
         const T *xp = (const T *)bilo__ptr(x) + w.a;                                  \
-        for (int64_t t = 0; t < m; t++) acc[t] += xp[koff[t]];                        \
+        if (adjacent)                                                                 \
+            for (int64_t t = 0, k0 = koff[0]; t < m; t++) acc[t] += xp[k0 + t];       \
+        else                                                                          \
+            for (int64_t t = 0; t < m; t++) acc[t] += xp[koff[t]];                    \
     }                                                                                 \
     for (int64_t t = 0; t < m; t++) ((T *)bilo__ptr(out))[j0 + t] = (T)acc[t];
     BY_FLOAT_TYPE(x->dtype, SUM_REDUCED);
@@ -833,7 +846,7 @@ static void sum_into(bilo_tensor *out, const bilo_tensor *x)
     strided_plan kept = plan_make(nk, kshape, kstride, unused);
     strided_plan reduced = plan_make(nr, rshape, rstride, unused);
     int64_t tiles = (out->numel + SUM_TILE - 1) / SUM_TILE;
-    int nt = bilo__threads_for(x->numel);
+    int nt = bilo__threads_for_elems(x->numel, BILO_COST_MEMORY);
     BILO__PARALLEL_FOR(nt, t, tiles, {
         sum_tile(out, x, &kept, &reduced, t * SUM_TILE, min64(SUM_TILE, out->numel - t * SUM_TILE));
     });
@@ -918,7 +931,7 @@ BILO_API bilo_tensor *bilo_cast(bilo_tensor *x, bilo_dtype dtype)
     bilo_tensor *out = bilo__new(op, dtype, x->ndim, x->shape);
     if (!out) return NULL;
     int64_t n = x->numel, chunks = (n + COPY_CHUNK - 1) / COPY_CHUNK;
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, BILO_COST_MEMORY);
     BILO__PARALLEL_FOR(nt, c, chunks, {
         convert_range(out, x, c * COPY_CHUNK, min64(n, (c + 1) * COPY_CHUNK));
     });

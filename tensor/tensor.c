@@ -4,21 +4,35 @@
 #include <math.h>
 #include <string.h>
 
+/* Under AddressSanitizer a released header that lives inside its storage's block is
+   poisoned, so a use after release is still reported while an alias keeps the block. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+static void poison_dead_header(bilo_tensor *t) { ASAN_POISON_MEMORY_REGION(t, sizeof *t); }
+#else
+static void poison_dead_header(bilo_tensor *t) { (void)t; }
+#endif
+
 _Thread_local int bilo__no_grad_depth;
 bilo_record_fn bilo__record_hook;
 bilo_node_release_fn bilo__node_release_hook;
 
-/* Storage header and data share one block; the data starts one cache line in. */
+/* Storage header and data share one block; the data starts one cache line in. A tensor made
+   by bilo__new has its header in the same block, between the two: one allocation per new
+   tensor instead of two. That header's memory goes back with the storage, so it is dead
+   weight while an alias of the storage outlives the tensor (one cache line or two). */
 #define STORAGE_HEADER 64
+#define EMBEDDED_HEADER ((sizeof(bilo_tensor) + STORAGE_HEADER - 1) / STORAGE_HEADER * STORAGE_HEADER)
 
-static size_t storage_block_bytes(size_t nbytes) { return STORAGE_HEADER + nbytes; }
-
+/* Storage for nbytes of data with room for the header of the tensor that will own it. */
 static bilo_storage *storage_new(size_t nbytes)
 {
-    bilo_storage *s = bilo__alloc(storage_block_bytes(nbytes));
+    size_t block_bytes = STORAGE_HEADER + EMBEDDED_HEADER + nbytes;
+    bilo_storage *s = bilo__alloc(block_bytes);
     if (!s) return NULL;
-    s->data = (char *)s + STORAGE_HEADER;
+    s->data = (char *)s + STORAGE_HEADER + EMBEDDED_HEADER;
     s->nbytes = nbytes;
+    s->block_bytes = block_bytes;
     atomic_init(&s->refcount, 1);
     atomic_init(&s->version, 0);
     return s;
@@ -26,7 +40,19 @@ static bilo_storage *storage_new(size_t nbytes)
 
 static void storage_release(bilo_storage *s)
 {
-    if (atomic_fetch_sub(&s->refcount, 1) == 1) bilo__free(s, storage_block_bytes(s->nbytes));
+    if (atomic_fetch_sub(&s->refcount, 1) == 1) bilo__free(s, s->block_bytes);
+}
+
+static bilo_tensor *embedded_header(bilo_storage *s)
+{
+    return (bilo_tensor *)((char *)s + STORAGE_HEADER);
+}
+
+/* Whether t is the header bilo__new placed in its storage's block (compared as integers:
+   storages without such room, like autograd's data-less one, are smaller than the offset). */
+static bool header_in_block(const bilo_tensor *t)
+{
+    return (uintptr_t)t == (uintptr_t)t->storage + STORAGE_HEADER;
 }
 
 /* ---- scopes: one thread-local stack of owned tensors, split by marks ---- */
@@ -113,19 +139,28 @@ BILO_API bilo_tensor *bilo_scope_return(bilo_tensor *t)
 }
 
 /* ---- headers ---- */
+/* Field by field: a struct literal or a memcpy of ndim dims compiles to rep stos / rep movs,
+   whose start-up cost was most of a small tensor's creation (perf, chain benchmark). */
+static bilo_tensor *header_init(bilo_tensor *t, bilo_dtype dtype, int ndim, const int64_t *shape,
+                                int64_t numel, bilo_storage *storage)
+{
+    atomic_init(&t->refcount, 1);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < BILO_MAX_DIMS; d++) t->shape[d] = d < ndim ? shape[d] : 0;
+    t->numel = numel;
+    t->storage = storage;
+    t->requires_grad = false;
+    t->node = NULL;
+    t->grad = NULL;
+    return t;
+}
+
 static bilo_tensor *header_new(bilo_dtype dtype, int ndim, const int64_t *shape, int64_t numel,
                                bilo_storage *storage)
 {
     bilo_tensor *t = bilo__alloc(sizeof *t);
-    if (!t) return NULL;
-    memset(t, 0, sizeof *t);
-    atomic_init(&t->refcount, 1);
-    t->dtype = dtype;
-    t->ndim = ndim;
-    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
-    t->numel = numel;
-    t->storage = storage;
-    return t;
+    return t ? header_init(t, dtype, ndim, shape, numel, storage) : NULL;
 }
 
 BILO_API bilo_tensor *bilo_retain(bilo_tensor *t)
@@ -139,8 +174,12 @@ BILO_API void bilo_release(bilo_tensor *t)
     if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
     if (t->node) __atomic_load_n(&bilo__node_release_hook, __ATOMIC_ACQUIRE)(t->node);
     bilo_release(t->grad);
-    storage_release(t->storage);
-    bilo__free(t, sizeof *t);
+    bilo_storage *s = t->storage;
+    if (header_in_block(t))
+        poison_dead_header(t);
+    else
+        bilo__free(t, sizeof *t);
+    storage_release(s);
 }
 
 BILO_API size_t bilo_dtype_size(bilo_dtype dtype)
@@ -186,11 +225,11 @@ static bool check_layout(const char *op, bilo_dtype dtype, int ndim, const int64
             return bilo__fail(BILO_EINVAL, "%s: negative dimension in shape %s", op,
                               bilo__shape_str(buf, ndim, shape)),
                    false;
-        if (shape[i] && n > (uint64_t)INT64_MAX / 16 / (uint64_t)shape[i])
+        /* n * 16 must fit int64 (bytes of the widest dtype); checked without a division */
+        if (__builtin_mul_overflow(n, (uint64_t)shape[i], &n) || n > (uint64_t)INT64_MAX / 16)
             return bilo__fail(BILO_EOVERFLOW, "%s: shape %s is too large", op,
                               bilo__shape_str(buf, ndim, shape)),
                    false;
-        n *= (uint64_t)shape[i];
     }
     *numel = (int64_t)n;
     *nbytes = (size_t)n * bilo_dtype_size(dtype);
@@ -203,12 +242,8 @@ bilo_tensor *bilo__new(const char *op, bilo_dtype dtype, int ndim, const int64_t
     size_t nbytes;
     if (!check_layout(op, dtype, ndim, shape, &numel, &nbytes)) return NULL;
     bilo_storage *s = storage_new(nbytes);
-    bilo_tensor *t = s ? header_new(dtype, ndim, shape, numel, s) : NULL;
-    if (!t) {
-        if (s) storage_release(s);
-        return bilo__fail(BILO_ENOMEM, "%s: out of memory allocating %zu bytes", op, nbytes);
-    }
-    return bilo__scope_adopt(t);
+    if (!s) return bilo__fail(BILO_ENOMEM, "%s: out of memory allocating %zu bytes", op, nbytes);
+    return bilo__scope_adopt(header_init(embedded_header(s), dtype, ndim, shape, numel, s));
 }
 
 bilo_tensor *bilo__alias(bilo_tensor *x, int ndim, const int64_t *shape)

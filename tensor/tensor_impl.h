@@ -10,6 +10,7 @@
 typedef struct bilo_storage {
     void *data;
     size_t nbytes;
+    size_t block_bytes; /* the allocation holding this header, the data and maybe a tensor */
     atomic_int refcount;
     atomic_uint version; /* bumped by every in-place write; checked by autograd */
 } bilo_storage;
@@ -78,6 +79,21 @@ bool bilo__check_class_labels(const char *op, const bilo_tensor *logits,
 /* ---- threads (threads.c) ---- */
 int bilo__threads_for(int64_t work); /* 1 below the parallel threshold or inside a region */
 #define BILO_PAR_MIN_WORK 32768
+
+/* Threads for one pass over n elements (an elementwise op, a copy, a reduction) whose kernel
+   costs `cost` units per element. A PASSIVE OpenMP region wakes its sleeping worker through a
+   futex: measured on the 2-core reference VM, a region adds 10-15 µs (up to ~50 µs while the
+   other vCPU idles), while an add of 65536 floats takes 7 µs. A pass is split only from
+   BILO_PAR_MIN_ELEM_WORK units, about 30 µs of one-thread work, where half of it saved beats
+   the wake-up. Results never depend on the answer (fixed chunks). */
+int bilo__threads_for_elems(int64_t n, int cost);
+#define BILO_PAR_MIN_ELEM_WORK (INT64_C(1) << 18)
+enum {
+    BILO_COST_MEMORY = 1,         /* add, compare, relu, contiguous copy, sum: ~0.1 ns each */
+    BILO_COST_TRANSCENDENTAL = 8, /* exp, log, tanh, sin, sigmoid (one SLEEF call): ~1 ns */
+    BILO_COST_GATHER = 8,         /* a copy reading or writing along a non-unit stride */
+    BILO_COST_HEAVY = 64          /* erf, pow, softplus: several ns each */
+};
 
 /* ---- op identities and recording ---- */
 #define BILO_OP_TABLE(X)                                                                    \

@@ -21,13 +21,21 @@ BILO_API int bilo_get_num_threads(void)
 #endif
 }
 
-int bilo__threads_for(int64_t work)
+/* Every thread when the work is worth a region and none is open already, else 1. */
+static int threads_if(bool worth_a_region)
 {
 #ifdef _OPENMP
-    if (work < BILO_PAR_MIN_WORK || omp_in_parallel()) return 1;
+    if (!worth_a_region || omp_in_parallel()) return 1;
     return bilo_get_num_threads();
 #else
-    (void)work;
+    (void)worth_a_region;
     return 1;
 #endif
+}
+
+int bilo__threads_for(int64_t work) { return threads_if(work >= BILO_PAR_MIN_WORK); }
+
+int bilo__threads_for_elems(int64_t n, int cost)
+{
+    return threads_if(n >= BILO_PAR_MIN_ELEM_WORK / cost);
 }

@@ -4,6 +4,7 @@
    chain, and a memory check over 1e4 double-backprop iterations. */
 #include "autograd_impl.h"
 #include "bilo.h"
+#include "checks.h"
 #include "tap.h"
 
 #include <string.h>
@@ -735,6 +736,48 @@ static void test_long_chain(void)
            after.live_bytes);
 }
 
+/* ---- shape-only inputs share their data-less stand-ins along a chain ------------------------ */
+
+/* tanh(0.5 x + 0.25) twice: every op saves a shape-only stand-in of its input. */
+static bilo_tensor *f_affine_tanh_chain(bilo_tensor *const *x, void *user)
+{
+    (void)user;
+    bilo_tensor *y = x[0];
+    for (int i = 0; i < 2; i++) y = bilo_tanh(bilo_add_scalar(bilo_mul_scalar(y, 0.5), 0.25));
+    return y;
+}
+
+static void test_shared_stand_ins(void)
+{
+    bilo_tensor *x = leaf((double[]){0.4, -1.3, 2.0}, 3);
+    check_derivatives("chain of shape-only ops", f_affine_tanh_chain, &x, 1, NULL);
+
+    /* A producer whose saved tensors a backward released has no stand-in left to share: the
+       next op makes its own and differentiates back to the producer's output. */
+    bilo_mem_stats before, after;
+    bilo_mem_get_stats(&before);
+    bilo_tensor *y1 = bilo_add_scalar(x, 1.0);
+    bilo_tensor *s1 = bilo_sum(y1, BILO_ALL_AXES, false);
+    tap_ok(bilo_backward(s1, 0) == 0, "backward frees the add_scalar node's saved tensors");
+    bilo_tensor *y2 = bilo_mul_scalar(y1, 3.0);
+    bilo_tensor *s2 = bilo_sum(y2, BILO_ALL_AXES, false), *g = NULL;
+    int rc = bilo_grad(&s2, 1, NULL, &y1, 1, &g, 0);
+    tap_ok(rc == 0 && all_close(g, (double[]){3, 3, 3}, 3, 0),
+           "an op recorded after its producer was freed: d sum(3 y1) / d y1 = 3");
+    bilo_release(g);
+    check_error(bilo_grad(&s2, 1, NULL, &x, 1, &g, 0) != 0, BILO_EGRAPH, "freed",
+                "differentiating through the freed producer still fails");
+    bilo_release(s2);
+    bilo_release(y2);
+    bilo_release(s1);
+    bilo_release(y1);
+    bilo_zero_grad(x);
+    bilo_mem_get_stats(&after);
+    tap_ok(after.live_bytes == before.live_bytes, "shared stand-ins are all freed (live %zu -> %zu)",
+           before.live_bytes, after.live_bytes);
+    bilo_release(x);
+}
+
 /* ---- memory over many double-backprop iterations ------------------------------------------ */
 
 static void test_memory_loop(void)
@@ -841,6 +884,7 @@ int main(void)
     test_backward_accumulation();
     test_errors();
     test_long_chain();
+    test_shared_stand_ins();
     test_memory_loop();
     test_gradcheck_itself();
     test_threads();

@@ -1,7 +1,9 @@
-/* Core: errors, creation and element access, scopes, the caching allocator and its hooks. */
+/* Core: errors, creation and element access, scopes, the caching allocator (its hooks, size
+   classes and use from two threads at once) and views that outlive their tensor. */
 #include "bilo.h"
 #include "tap.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,6 +177,84 @@ static void test_allocator_hooks(void)
     bilo_release(big);
 }
 
+/* A new tensor's header shares its storage's block: a view must outlive the tensor. */
+static void test_view_outlives_owner(void)
+{
+    bilo_mem_stats start, now;
+    bilo_mem_get_stats(&start);
+    bilo_tensor *t = bilo_arange(BILO_F64, 0, 6, 1);
+    bilo_tensor *view = bilo_reshape(t, BILO_SHAPE(2, 3));
+    bilo_release(t);
+    bilo_tensor *again = bilo_reshape(view, BILO_SHAPE(6));
+    double sum = 0;
+    for (int64_t i = 0; i < 6; i++) sum += bilo_get_flat(again, i);
+    tap_ok(sum == 15 && bilo_get(view, (int64_t[]){1, 2}) == 5,
+           "views read the data after the tensor that made it is released (sum %g)", sum);
+    bilo_release(view);
+    bilo_release(again);
+    bilo_mem_get_stats(&now);
+    tap_ok(now.live_bytes == start.live_bytes, "the shared block goes back with the last view (%zu vs %zu)",
+           now.live_bytes, start.live_bytes);
+}
+
+/* Blocks come in size classes 2^s * {1, 1.25, 1.5, 1.75}: a tensor's bytes grow with its size
+   and never exceed its data plus a fixed header by more than a quarter. */
+static void test_size_classes(void)
+{
+    size_t previous = 0;
+    int monotone = 1, tight = 1, covers = 1;
+    for (int64_t n = 1; n <= 5000; n++) {
+        bilo_mem_stats before, after;
+        bilo_mem_get_stats(&before);
+        bilo_tensor *t = bilo_empty(BILO_F32, 1, &n);
+        bilo_mem_get_stats(&after);
+        bilo_release(t);
+        size_t bytes = after.live_bytes - before.live_bytes, data = (size_t)n * sizeof(float);
+        monotone &= bytes >= previous;
+        covers &= bytes >= data;
+        tight &= bytes <= (data + 512) + (data + 512) / 4;
+        previous = bytes;
+    }
+    tap_ok(monotone && covers && tight, "block sizes grow with the request and round up by at most "
+                                        "a quarter (monotone %d, covers %d, tight %d)",
+           monotone, covers, tight);
+}
+
+enum { ALLOC_THREAD_ITERS = 20000 };
+
+/* Creates and releases tensors of many sizes, checking each one's values. */
+static void *allocate_in_loop(void *arg)
+{
+    int *ok = arg;
+    for (int i = 0; i < ALLOC_THREAD_ITERS; i++) {
+        int64_t n = 1 + (i * 37) % 700;
+        bilo_scope_begin();
+        bilo_tensor *a = bilo_full(BILO_F32, 1, &n, 1.5);
+        bilo_tensor *b = bilo_add(a, a);
+        *ok += b && bilo_get_flat(b, n - 1) == 3.0;
+        bilo_scope_end();
+    }
+    return NULL;
+}
+
+/* Two threads allocating at once through the shared block cache. */
+static void test_allocator_threads(void)
+{
+    bilo_mem_stats start, now;
+    bilo_mem_get_stats(&start);
+    int ok[2] = {0, 0};
+    pthread_t other;
+    int started = pthread_create(&other, NULL, allocate_in_loop, &ok[1]) == 0;
+    allocate_in_loop(&ok[0]);
+    if (started) pthread_join(other, NULL);
+    bilo_mem_get_stats(&now);
+    tap_ok(started && ok[0] == ALLOC_THREAD_ITERS && ok[1] == ALLOC_THREAD_ITERS,
+           "two threads allocate and compute at once (%d and %d of %d)", ok[0], ok[1],
+           ALLOC_THREAD_ITERS);
+    tap_ok(now.live_bytes == start.live_bytes, "live bytes are back after both threads (%zu vs %zu)",
+           now.live_bytes, start.live_bytes);
+}
+
 static void test_threads(void)
 {
     int before = bilo_get_num_threads();
@@ -192,6 +272,9 @@ int main(void)
     test_creation();
     test_scopes();
     test_allocator_hooks();
+    test_view_outlives_owner();
+    test_size_classes();
+    test_allocator_threads();
     test_threads();
     return tap_done();
 }

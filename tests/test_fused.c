@@ -225,10 +225,11 @@ static void test_threads(void)
     bilo_rng rng = bilo_rng_make(33, 0);
     for (int a = 0; a < N_ACTS - 1; a++) {
         bilo_scope_begin();
-        /* 300 x 257 = 77100 elements: above the parallel threshold, rows not lane multiples */
-        bilo_tensor *x = leaf(randn_scaled(BILO_F32, BILO_SHAPE(300, 257), 2.0, &rng));
+        /* 1100 x 257 = 282700 elements: above the parallel threshold of the cheapest (relu's
+           2^18 elements), rows not lane multiples */
+        bilo_tensor *x = leaf(randn_scaled(BILO_F32, BILO_SHAPE(1100, 257), 2.0, &rng));
         bilo_tensor *b = leaf(randn_scaled(BILO_F32, BILO_SHAPE(257), 2.0, &rng));
-        bilo_tensor *r = bilo_randn(BILO_F32, BILO_SHAPE(300, 257), &rng);
+        bilo_tensor *r = bilo_randn(BILO_F32, BILO_SHAPE(1100, 257), &rng);
         bilo_tensor *one[3], *two[3];
         run_at(1, acts[a], x, b, r, one);
         run_at(2, acts[a], x, b, r, two);
