@@ -69,10 +69,16 @@ static void bilo_once(bench_op op, bilo_tensor *a, bilo_tensor *b)
 
 /* ---- libm side: f32 and f64 from one body -------------------------------------------- */
 
+/* The loops split over threads where bilo's ops would (bilo__threads_for_elems' rule). */
+static int libm_cost(bench_op op)
+{
+    return op == OP_EXP || op == OP_TANH ? BILO_COST_TRANSCENDENTAL : BILO_COST_MEMORY;
+}
+
 #define BILO_LIBM_LOOP_(T, S, EXP, TANH)                                                    \
     static void libm_##S(bench_op op, const T *a, const T *b, T *y, int64_t n, int threads) \
     {                                                                                       \
-        const int nt = n >= BILO_PAR_MIN_WORK ? threads : 1;                                \
+        const int nt = n * libm_cost(op) >= BILO_PAR_MIN_ELEM_WORK ? threads : 1;          \
         double s = 0;                                                                       \
         switch (op) {                                                                       \
         case OP_EXP:                                                                        \

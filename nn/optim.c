@@ -164,7 +164,8 @@ static void step_inplace(const bilo__optim_consts *k, bool adam, bilo_tensor *p,
                          const bilo_tensor *g, void *s0, void *s1)
 {
     const int64_t n = p->numel;
-    const int nt = bilo__threads_for(n * 8);
+    /* Adam's square root and division per element cost about what one SLEEF call does. */
+    const int nt = bilo__threads_for_elems(n, adam ? BILO_COST_TRANSCENDENTAL : BILO_COST_MEMORY);
     const size_t size = bilo_dtype_size(p->dtype);
     char *pp = bilo__ptr(p), *s0p = s0, *s1p = s1;
     const char *gp = bilo__ptr(g);

@@ -117,7 +117,7 @@ static bilo_tensor *random_tensor(const char *op, bilo_dtype dtype, int ndim,
     if (!out) return NULL;
     int64_t n = out->numel, blocks = (n + 1) / 2;
     int64_t items = (blocks + FILL_BLOCKS - 1) / FILL_BLOCKS;
-    int nt = bilo__threads_for(n);
+    int nt = bilo__threads_for_elems(n, BILO_COST_TRANSCENDENTAL); /* Philox, log, sincos */
     BILO__PARALLEL_FOR(nt, it, items, {
         int64_t end = (it + 1) * FILL_BLOCKS < blocks ? (it + 1) * FILL_BLOCKS : blocks;
         for (int64_t b = it * FILL_BLOCKS; b < end; b++) {

@@ -134,9 +134,9 @@ static void test_update_rules(void)
 }
 
 /* f32 parameters are updated in f32 arithmetic by vectorized loops, split across threads:
-   two steps on LONG elements (above the threading threshold, not a multiple of any vector
+   two steps on LONG elements (above the threading thresholds, not a multiple of any vector
    width) match the f64 reference to f32 rounding, and are bit-identical at 1 and 2 threads. */
-enum { LONG = 10007 };
+enum { LONG = 262147 }; /* above 2^18, the threshold of the memory-bound SGD update */
 
 static void two_f32_steps(const bilo_optim_opts *o, int threads, const double *p0,
                           const double *g1, const double *g2, float *out)
@@ -161,10 +161,14 @@ static void check_f32_optimizer(const char *name, bilo_optim_opts o)
 {
     static double p0[LONG], g1[LONG], g2[LONG], want[LONG];
     static float one[LONG], two[LONG];
-    for (int i = 0; i < LONG; i++) { /* values exact in f32, so both sides start equal */
+    /* Values exact in f32, so both sides start equal; gradients of either sign but at least
+       0.25 in size, where Adam's m/√v is well conditioned (near-zero gradients would amplify
+       f32 rounding far past the bound below). */
+    for (int i = 0; i < LONG; i++) {
+        const double sign = i % 3 ? 1 : -1;
         p0[i] = (float)sin(0.37 * i);
-        g1[i] = (float)(0.5 * cos(1.3 * i));
-        g2[i] = (float)(0.25 * sin(2.1 * i + 1));
+        g1[i] = (float)(sign * (0.5 + 0.25 * cos(1.3 * i)));
+        g2[i] = (float)(-sign * (0.375 + 0.125 * sin(2.1 * i + 1)));
     }
     reference_two_steps(&o, LONG, p0, g1, g2, want);
     int saved = bilo_get_num_threads();
