@@ -12,9 +12,12 @@
    tiles of 1-4 rows or up to 8 (f32) columns run shorter kernel variants.
    Thin products (C narrower than NR, e.g. the 10 classes of a linear model) would leave most
    lanes idle: with A transposed they run as Cᵀ = op(B)ᵀ·A, whose rows are A's, and otherwise
-   as 4×3 tiles of dot products along k. Matrix-vector shapes have their own loops: a row of
-   C is a sum of scaled rows of B, a column of C with A transposed is a sum of scaled rows of
-   A, and C = A·b is dot products.
+   as 2×5 tiles of dot products along k, in k slices that keep op(B) in L1 while A streams
+   past once. Both read A from memory in patterns the hardware prefetchers miss (one short
+   span per row), so they prefetch it in software. Matrix-vector shapes have their own loops:
+   a row of C is a sum of scaled rows of B, a column of C with A transposed is a sum of
+   scaled rows of A accumulated while A streams past in memory order, and C = A·b is dot
+   products.
 
    Threads split C into disjoint blocks of whole tiles (columns when C is wide, rows when it
    is tall), more blocks than threads handed out dynamically, and each block runs the serial
@@ -47,12 +50,17 @@
 /* Below this many multiply-adds (about 100^3) one thread does the whole product: forking
    costs more than the second core brings. */
 #define PARALLEL_WORK (1 << 20)
-/* Columns of C one pass of the transposed matrix-vector loop keeps in registers. */
-#define GEMV_VECS 8
-/* Rows of A and columns of op(B) per dot-product tile of a thin C (12 accumulators; 4×3
-   beat 3×4 and 6×2 on 500×784·784×10 and tied with them when A streams from memory). */
-#define DOT_ROWS 4
-#define DOT_COLS 3
+/* Dot-product tiles of a thin C: 2 rows of A against up to 5 columns of op(B) (10
+   accumulators, 7 loads per 10 FMAs, 13 registers). */
+#define DOT_ROWS 2
+#define DOT_COLS 5
+/* Bytes of op(B)ᵀ one k slice of the dot products keeps in L1 (half of Zen 4's 32 KiB L1d). */
+#define DOT_SLICE_BYTES (16 << 10)
+/* Transposed thin products (Cᵀ = op(B)ᵀ·A): rows of A per k slice, and how many rows ahead
+   the first tile of a span prefetches (64 of the 784-float rows of the logistic-regression
+   product: about 1.7 µs of work ahead; 32 and 128 measured slower). */
+#define THIN_KC 512
+#define THIN_PREFETCH 64
 /* Blocks of C per thread in a parallel product (fewer when C has fewer tiles). */
 #define CHUNKS_PER_THREAD 3
 
@@ -88,6 +96,10 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
 /* The kc steps of the kernel, B rows loaded with LOAD0/LOAD1. */
 #define KERNEL_LOOP_(S, LOAD0, LOAD1)                                                         \
     for (int64_t p = 0; p < kc; p++, b += ldb) {                                              \
+        if (prefetch_rows) {                                                                  \
+            _mm_prefetch((const char *)(b + prefetch_rows * ldb), _MM_HINT_T0);               \
+            _mm_prefetch((const char *)(b + prefetch_rows * ldb + NR_##S - 1), _MM_HINT_T0);  \
+        }                                                                                     \
         const VEC_##S b0 = LOAD0, b1 = cols > 1 ? LOAD1 : b0;                                 \
         KERNEL_ROW_(S, 0) KERNEL_ROW_(S, 1) KERNEL_ROW_(S, 2)                                 \
         KERNEL_ROW_(S, 3) KERNEL_ROW_(S, 4) KERNEL_ROW_(S, 5)                                 \
@@ -121,13 +133,42 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
 #define TILE_COLS_(S, ROWS, COLS)                                                             \
     if (g->pack_a)                                                                            \
         kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, b, NR_##S, c_col + ir * ldc,    \
-                   ldc, mr, nr, false, overwrite, false);                                     \
+                   ldc, mr, nr, false, overwrite, false, 0);                                  \
     else if (trans_a)                                                                         \
         kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, b, ldb,                 \
-                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false);                  \
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0);               \
     else                                                                                      \
         kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, b, ldb,               \
-                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false);
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0);
+
+/* The sum of v's lanes (pairwise). */
+static inline float hsum_f32(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
+static inline double hsum_f64(__m256d v)
+{
+    __m128d x = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
+}
+
+/* One lane-vector step of dot_tile: the DOT_ROWS rows of A in registers, each column of
+   op(B)ᵀ loaded once into a register (the empty asm keeps the compiler from folding the load
+   into every FMA, which costs a load per FMA) and multiplied into every row's sum. */
+#define DOT_STEP_(S, LOAD_A, LOAD_B)                                                          \
+    {                                                                                         \
+        VEC_##S av[DOT_ROWS];                                                                 \
+        for (int r = 0; r < DOT_ROWS; r++) av[r] = LOAD_A;                                    \
+        for (int j = 0; j < COLS; j++) {                                                      \
+            VEC_##S bv = LOAD_B;                                                              \
+            __asm__("" : "+x"(bv));                                                           \
+            for (int r = 0; r < DOT_ROWS; r++) acc[r][j] = FMADD_##S(av[r], bv, acc[r][j]);   \
+        }                                                                                     \
+    }
+#define DOT_TILE_(S, COLS) \
+    dot_tile_##S(COLS, kc, a, lda, rows, bt, ldbt, cols, c, ldc, overwrite, prefetch);
 
 #define BILO_GEMM_AVX2_(T, S)                                                                 \
     /* C[0..mr)[0..nr) (+)= sum over p < kc of op(A) rows times op(B) rows, where row r of    \
@@ -140,7 +181,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
     static inline __attribute__((always_inline)) void kernel_##S(                             \
         int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b,     \
         int64_t ldb, T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b,                \
-        bool overwrite, bool c_transposed)                                                    \
+        bool overwrite, bool c_transposed, int64_t prefetch_rows)                             \
     {                                                                                         \
         const T *a0 = a, *a1 = a + min64(1, mr - 1) * rsa, *a2 = a + min64(2, mr - 1) * rsa;  \
         const T *a3 = a + min64(3, mr - 1) * rsa, *a4 = a + min64(4, mr - 1) * rsa;           \
@@ -270,14 +311,16 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* C (m×n, n < NR, A transposed) as Cᵀ = op(B)ᵀ·A: the rows of A (stored k×m) fill the \
-       vector lanes, op(B)'s entries are broadcast and each tile is stored transposed. */     \
+    /* C (m×n, n < NR, A transposed) as Cᵀ = op(B)ᵀ·A: the rows of A (stored k×m) fill the    \
+       vector lanes, op(B)'s entries are broadcast and each tile is stored transposed. A      \
+       tile reads one short span of each of kc rows of A; the first tile of a span requests   \
+       the rows THIN_PREFETCH ahead, which the hardware prefetchers do not anticipate. */     \
     static void gemm_thin_t_##S(const gemm_job_##S *g)                                        \
     {                                                                                         \
         const int64_t rsb = g->trans_b ? g->ldb : 1, csb = g->trans_b ? 1 : g->ldb;           \
         const int64_t lda = g->lda, ldc = g->ldc;                                             \
-        for (int64_t pc = 0; pc < g->k; pc += KC) {                                           \
-            const int64_t kc = min64(KC, g->k - pc);                                          \
+        for (int64_t pc = 0; pc < g->k; pc += THIN_KC) {                                      \
+            const int64_t kc = min64(THIN_KC, g->k - pc);                                     \
             const bool overwrite = pc == 0 && !g->accumulate;                                 \
             for (int64_t j0 = 0; j0 < g->m; j0 += NR_##S) {                                   \
                 const int64_t nr = min64(NR_##S, g->m - j0);                                  \
@@ -286,76 +329,98 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
                     const int64_t mr = min64(MR, g->n - r0);                                  \
                     const T *a = g->B + r0 * rsb + pc * csb;                                  \
                     T *c = g->C + j0 * ldc + r0;                                              \
+                    const int64_t ahead = r0 == 0 ? THIN_PREFETCH : 0;                        \
                     if (mr > 4)                                                               \
                         kernel_##S(6, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
-                                   nr < NR_##S, overwrite, true);                             \
+                                   nr < NR_##S, overwrite, true, ahead);                      \
                     else if (mr > 2)                                                          \
                         kernel_##S(4, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
-                                   nr < NR_##S, overwrite, true);                             \
+                                   nr < NR_##S, overwrite, true, ahead);                      \
                     else                                                                      \
                         kernel_##S(2, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
-                                   nr < NR_##S, overwrite, true);                             \
+                                   nr < NR_##S, overwrite, true, ahead);                      \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* Rows i0.. (up to 3) of C against columns j0.. (up to 4) of op(B) as dot products over  \
-       k: A's rows and the rows of op(B)ᵀ (bt, stride ldbt) both stream along the lanes, and  \
-       each of the 12 sums is reduced across lanes at the end. */                             \
-    static void dot_tile_##S(int64_t k, const T *a, int64_t lda, int64_t rows,                \
-                             const T *bt, int64_t ldbt, int64_t cols, T *c, int64_t ldc,      \
-                             bool accumulate)                                                 \
+    /* rows (<= DOT_ROWS) rows of C against cols (<= COLS) columns of op(B) as dot products   \
+       over one k slice of kc: A's rows and the rows of op(B)ᵀ (bt, stride ldbt) both stream  \
+       along the lanes, each sum is reduced across lanes at the end and stored or added to C. \
+       prefetch: request the next row pair of A (which streams from memory) on the way.       \
+       Always inlined so that COLS is a constant. */                                          \
+    static inline __attribute__((always_inline)) void dot_tile_##S(                           \
+        int COLS, int64_t kc, const T *a, int64_t lda, int64_t rows, const T *bt,             \
+        int64_t ldbt, int64_t cols, T *c, int64_t ldc, bool overwrite, bool prefetch)         \
     {                                                                                         \
         const T *ar[DOT_ROWS], *br[DOT_COLS];                                                 \
         for (int r = 0; r < DOT_ROWS; r++) ar[r] = a + min64(r, rows - 1) * lda;              \
-        for (int j = 0; j < DOT_COLS; j++) br[j] = bt + min64(j, cols - 1) * ldbt;            \
+        for (int j = 0; j < COLS; j++) br[j] = bt + min64(j, cols - 1) * ldbt;                \
         VEC_##S acc[DOT_ROWS][DOT_COLS];                                                      \
         for (int r = 0; r < DOT_ROWS; r++)                                                    \
-            for (int j = 0; j < DOT_COLS; j++) acc[r][j] = ZERO_##S();                        \
+            for (int j = 0; j < COLS; j++) acc[r][j] = ZERO_##S();                            \
         int64_t p = 0;                                                                        \
-        for (; p + LANES_##S <= k; p += LANES_##S) {                                          \
-            VEC_##S bv[DOT_COLS];                                                             \
-            for (int j = 0; j < DOT_COLS; j++) bv[j] = LOADU_##S(br[j] + p);                  \
-            for (int r = 0; r < DOT_ROWS; r++) {                                              \
-                const VEC_##S av = LOADU_##S(ar[r] + p);                                      \
-                for (int j = 0; j < DOT_COLS; j++) acc[r][j] = FMADD_##S(av, bv[j], acc[r][j]); \
-            }                                                                                 \
+        for (; p + LANES_##S <= kc; p += LANES_##S) {                                         \
+            if (prefetch)                                                                     \
+                for (int r = 0; r < DOT_ROWS; r++)                                            \
+                    _mm_prefetch((const char *)(ar[r] + DOT_ROWS * lda + p), _MM_HINT_T0);    \
+            DOT_STEP_(S, LOADU_##S(ar[r] + p), LOADU_##S(br[j] + p))                          \
         }                                                                                     \
-        if (p < k) {                                                                          \
-            const __m256i tail = tail_mask_##S(k - p);                                        \
-            VEC_##S bv[DOT_COLS];                                                             \
-            for (int j = 0; j < DOT_COLS; j++) bv[j] = MASKLOAD_##S(br[j] + p, tail);         \
-            for (int r = 0; r < DOT_ROWS; r++) {                                              \
-                const VEC_##S av = MASKLOAD_##S(ar[r] + p, tail);                             \
-                for (int j = 0; j < DOT_COLS; j++) acc[r][j] = FMADD_##S(av, bv[j], acc[r][j]); \
-            }                                                                                 \
+        if (p < kc) {                                                                         \
+            const __m256i tail = tail_mask_##S(kc - p);                                       \
+            DOT_STEP_(S, MASKLOAD_##S(ar[r] + p, tail), MASKLOAD_##S(br[j] + p, tail))        \
         }                                                                                     \
-        for (int64_t r = 0; r < rows; r++)                                                    \
-            for (int64_t j = 0; j < cols; j++) {                                              \
-                T lane[LANES_##S], s = 0;                                                     \
-                STOREU_##S(lane, acc[r][j]);                                                  \
-                for (int l = 0; l < LANES_##S; l++) s += lane[l];                             \
-                c[r * ldc + j] = accumulate ? c[r * ldc + j] + s : s;                         \
+        for (int r = 0; r < rows; r++)                                                        \
+            for (int j = 0; j < cols; j++) {                                                  \
+                const T s = hsum_##S(acc[r][j]);                                              \
+                c[r * ldc + j] = overwrite ? s : c[r * ldc + j] + s;                          \
             }                                                                                 \
+    }                                                                                         \
+    /* dot_tile with its column count (2..DOT_COLS: the tiles of n >= 2 columns) constant. */ \
+    static void dot_tile_cols_##S(int64_t kc, const T *a, int64_t lda, int64_t rows,          \
+                                  const T *bt, int64_t ldbt, int64_t cols, T *c, int64_t ldc, \
+                                  bool overwrite, bool prefetch)                              \
+    {                                                                                         \
+        switch (cols) {                                                                       \
+        case 2: DOT_TILE_(S, 2) break;                                                        \
+        case 3: DOT_TILE_(S, 3) break;                                                        \
+        case 4: DOT_TILE_(S, 4) break;                                                        \
+        default: DOT_TILE_(S, 5) break;                                                       \
+        }                                                                                     \
     }                                                                                         \
     /* C (m×n, n < NR, A not transposed) as m·n dot products of length k, which fill the      \
        lanes whatever n is. op(B)'s columns are copied into rows first unless B is stored     \
-       transposed (then they already are rows); bt_buf holds n×k. */                          \
+       transposed (then they already are rows); bt_buf holds n×k. k is cut into equal slices  \
+       (multiples of the lane count) small enough for one slice of all n rows of op(B)ᵀ to    \
+       stay in L1 while the rows of A stream past once; n is cut into near-equal tiles of at  \
+       most DOT_COLS columns (10 = 5 + 5). */                                                 \
     static void gemm_dots_##S(const gemm_job_##S *g, T *bt_buf)                               \
     {                                                                                         \
         const T *bt = g->B;                                                                   \
         int64_t ldbt = g->ldb;                                                                \
+        const int64_t m = g->m, n = g->n, k = g->k;                                           \
         if (!g->trans_b) {                                                                    \
-            for (int64_t p = 0; p < g->k; p++)                                                \
-                for (int64_t j = 0; j < g->n; j++) bt_buf[j * g->k + p] = g->B[p * g->ldb + j]; \
+            for (int64_t p = 0; p < k; p++)                                                   \
+                for (int64_t j = 0; j < n; j++) bt_buf[j * k + p] = g->B[p * g->ldb + j];     \
             bt = bt_buf;                                                                      \
-            ldbt = g->k;                                                                      \
+            ldbt = k;                                                                         \
         }                                                                                     \
-        for (int64_t i0 = 0; i0 < g->m; i0 += DOT_ROWS)                                       \
-            for (int64_t j0 = 0; j0 < g->n; j0 += DOT_COLS)                                   \
-                dot_tile_##S(g->k, g->A + i0 * g->lda, g->lda, min64(DOT_ROWS, g->m - i0),    \
-                             bt + j0 * ldbt, ldbt, min64(DOT_COLS, g->n - j0),                \
-                             g->C + i0 * g->ldc + j0, g->ldc, g->accumulate);                 \
+        const int64_t row_bytes = n * (int64_t)sizeof(T);                                     \
+        const int64_t slice_max = max64(LANES_##S, DOT_SLICE_BYTES / row_bytes);              \
+        const int64_t slices = (k + slice_max - 1) / slice_max;                               \
+        const int64_t slice = round_up((k + slices - 1) / slices, LANES_##S);                 \
+        const int64_t col_tiles = (n + DOT_COLS - 1) / DOT_COLS;                              \
+        for (int64_t p0 = 0; p0 < k; p0 += slice) {                                           \
+            const int64_t kc = min64(slice, k - p0);                                          \
+            const bool overwrite = p0 == 0 && !g->accumulate;                                 \
+            for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)                                      \
+                for (int64_t t = 0; t < col_tiles; t++) {                                     \
+                    const int64_t j0 = t * n / col_tiles, j1 = (t + 1) * n / col_tiles;       \
+                    dot_tile_cols_##S(kc, g->A + i0 * g->lda + p0, g->lda,                    \
+                                      min64(DOT_ROWS, m - i0), bt + j0 * ldbt + p0, ldbt,     \
+                                      j1 - j0, g->C + i0 * g->ldc + j0, g->ldc, overwrite,    \
+                                      t == 0 && i0 + 2 * DOT_ROWS <= m);                      \
+                }                                                                             \
+        }                                                                                     \
     }                                                                                         \
     /* sum_p x[p*sx] * y[p*sy]: vectorized when both are contiguous. */                       \
     static T dot_##S(const T *x, int64_t sx, const T *y, int64_t sy, int64_t k)               \
@@ -400,40 +465,18 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* C (m×1) = Aᵀ·b with A stored k×m: GEMV_VECS vectors of C stay in registers while the   \
-       rows of A stream past, each scaled by one entry of b. */                               \
-    static void gemv_t_##S(const gemm_job_##S *g)                                             \
+    /* C (m×1) = Aᵀ·b with A stored k×m: a sum of the rows of A scaled by the entries of b,   \
+       accumulated in acc (m entries, in L1) while A streams past row after row in the order  \
+       in which it lies in memory (one row per pass: faster than 2 or 4 at m = 784). */       \
+    static void gemv_t_##S(const gemm_job_##S *g, T *acc)                                     \
     {                                                                                         \
-        const int64_t width = GEMV_VECS * LANES_##S;                                          \
         const int64_t sb = g->trans_b ? 1 : g->ldb; /* stride of op(B)'s single column */     \
-        for (int64_t i0 = 0; i0 < g->m; i0 += width) {                                        \
-            const int64_t w = min64(width, g->m - i0);                                        \
-            __m256i mask[GEMV_VECS];                                                          \
-            VEC_##S acc[GEMV_VECS];                                                           \
-            for (int v = 0; v < GEMV_VECS; v++) {                                             \
-                mask[v] = tail_mask_##S(w - v * LANES_##S);                                   \
-                acc[v] = ZERO_##S();                                                          \
-            }                                                                                 \
-            const T *row = g->A + i0;                                                         \
-            if (w == width)                                                                   \
-                for (int64_t p = 0; p < g->k; p++, row += g->lda) {                           \
-                    const VEC_##S bp = BROADCAST_##S(g->B + p * sb);                          \
-                    for (int v = 0; v < GEMV_VECS; v++)                                       \
-                        acc[v] = FMADD_##S(bp, LOADU_##S(row + v * LANES_##S), acc[v]);       \
-                }                                                                             \
-            else                                                                              \
-                for (int64_t p = 0; p < g->k; p++, row += g->lda) {                           \
-                    const VEC_##S bp = BROADCAST_##S(g->B + p * sb);                          \
-                    for (int v = 0; v < GEMV_VECS; v++)                                       \
-                        acc[v] = FMADD_##S(bp, MASKLOAD_##S(row + v * LANES_##S, mask[v]),    \
-                                           acc[v]);                                           \
-                }                                                                             \
-            T out[GEMV_VECS * LANES_##S];                                                     \
-            for (int v = 0; v < GEMV_VECS; v++) STOREU_##S(out + v * LANES_##S, acc[v]);      \
-            for (int64_t i = 0; i < w; i++) {                                                 \
-                T *c = g->C + (i0 + i) * g->ldc;                                              \
-                *c = g->accumulate ? *c + out[i] : out[i];                                    \
-            }                                                                                 \
+        for (int64_t i = 0; i < g->m; i++) acc[i] = 0;                                        \
+        for (int64_t p = 0; p < g->k; p++)                                                    \
+            axpy_##S(g->m, g->B[p * sb], g->A + p * g->lda, acc);                             \
+        for (int64_t i = 0; i < g->m; i++) {                                                  \
+            T *c = g->C + i * g->ldc;                                                         \
+            *c = g->accumulate ? *c + acc[i] : acc[i];                                        \
         }                                                                                     \
     }                                                                                         \
     static void gemm_serial_##S(const gemm_job_##S *g, T *packed_a, T *packed_b)              \
@@ -443,7 +486,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
         case PATH_TILES: gemm_tiles_##S(g, packed_a, packed_b); break;                        \
         case PATH_THIN_T: gemm_thin_t_##S(g); break;                                          \
         case PATH_DOTS: gemm_dots_##S(g, packed_b); break;                                    \
-        case PATH_GEMV_T: gemv_t_##S(g); break;                                               \
+        case PATH_GEMV_T: gemv_t_##S(g, packed_b); break;                                     \
         case PATH_ROWS: gemm_rows_##S(g); break;                                              \
         }                                                                                     \
     }                                                                                         \
@@ -491,8 +534,10 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             work < PARALLEL_WORK ? 1 : (int)min64(max64(threads, 1), split);                  \
         const int64_t kc = min64(KC, max64(k, 1));                                            \
         const size_t a_elems = g.pack_a ? (size_t)(MC_##S * kc) : 0;                          \
-        const size_t b_elems = g.pack_b ? (size_t)(kc * round_up(min64(NC_##S, n), NR_##S))  \
-                               : path == PATH_DOTS && !trans_b ? (size_t)(n * k) : 0;         \
+        const size_t b_elems = g.pack_b ? (size_t)(kc * round_up(min64(NC_##S, n), NR_##S))   \
+                               : path == PATH_DOTS && !trans_b ? (size_t)(n * k)              \
+                               : path == PATH_GEMV_T           ? (size_t)m                    \
+                                                               : 0;                           \
         const size_t bytes = (size_t)threads_used * (a_elems + b_elems) * sizeof(T);          \
         T *buffers = bytes ? bilo__alloc(bytes) : NULL;                                       \
         if (bytes && !buffers) { /* out of memory: the row loops need no buffers */           \
