@@ -61,7 +61,10 @@
    product: about 1.7 µs of work ahead; 32 and 128 measured slower). */
 #define THIN_KC 512
 #define THIN_PREFETCH 64
-/* Blocks of C per thread in a parallel product (fewer when C has fewer tiles). */
+/* Blocks of C per thread in a parallel product (fewer when C has fewer tiles). Products
+   that pack A take one block per thread: each block packs all of op(A) again (6 blocks cost
+   17% more instructions than one at 256^3), and so does the matrix-vector loop, whose
+   blocks read A in spans that get shorter with every block. */
 #define CHUNKS_PER_THREAD 3
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -490,23 +493,30 @@ static inline double hsum_f64(__m256d v)
         case PATH_ROWS: gemm_rows_##S(g); break;                                              \
         }                                                                                     \
     }                                                                                         \
-    /* Block t of `parts` of the job: whole tiles of C, by columns when C is wide             \
-       and by rows when it is tall. */                                                        \
+    /* Rows of C per tile: the lanes of a vector pair where C's rows run along the lanes. */ \
+    static int64_t row_unit_##S(gemm_path path)                                               \
+    {                                                                                         \
+        return path == PATH_THIN_T || path == PATH_GEMV_T ? NR_##S : MR;                      \
+    }                                                                                         \
+    /* Block t of `parts` of the job: whole tiles of C, by columns when C is wide and by rows \
+       when it is tall, the tiles shared out evenly (blocks differ by at most one tile). */   \
     static gemm_job_##S gemm_part_##S(const gemm_job_##S *g, int t, int parts)                \
     {                                                                                         \
         gemm_job_##S p = *g;                                                                  \
-        if (g->n >= g->m) {                                                                   \
-            const int64_t step = round_up((g->n + parts - 1) / parts, NR_##S);                \
-            const int64_t j0 = min64(g->n, t * step);                                         \
-            p.n = min64(g->n, j0 + step) - j0;                                                \
-            p.B = g->trans_b ? g->B + j0 * g->ldb : g->B + j0;                                \
-            p.C = g->C + j0;                                                                  \
+        const bool by_columns = g->n >= g->m;                                                 \
+        const int64_t extent = by_columns ? g->n : g->m;                                      \
+        const int64_t unit = by_columns ? NR_##S : row_unit_##S(g->path);                     \
+        const int64_t tiles = (extent + unit - 1) / unit;                                     \
+        const int64_t lo = min64(extent, t * tiles / parts * unit);                           \
+        const int64_t hi = min64(extent, (t + 1) * tiles / parts * unit);                     \
+        if (by_columns) {                                                                     \
+            p.n = hi - lo;                                                                    \
+            p.B = g->trans_b ? g->B + lo * g->ldb : g->B + lo;                                \
+            p.C = g->C + lo;                                                                  \
         } else {                                                                              \
-            const int64_t step = round_up((g->m + parts - 1) / parts, MR);                    \
-            const int64_t i0 = min64(g->m, t * step);                                         \
-            p.m = min64(g->m, i0 + step) - i0;                                                \
-            p.A = g->trans_a ? g->A + i0 : g->A + i0 * g->lda;                                \
-            p.C = g->C + i0 * g->ldc;                                                         \
+            p.m = hi - lo;                                                                    \
+            p.A = g->trans_a ? g->A + lo : g->A + lo * g->lda;                                \
+            p.C = g->C + lo * g->ldc;                                                         \
         }                                                                                     \
         return p;                                                                             \
     }                                                                                         \
@@ -529,7 +539,8 @@ static inline double hsum_f64(__m256d v)
                           .pack_b = tiles && (!direct || trans_b),                            \
                           .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,         \
                           .A = A, .B = B, .C = C};                                            \
-        const int64_t split = n >= m ? (n + NR_##S - 1) / NR_##S : (m + MR - 1) / MR;         \
+        const int64_t unit = row_unit_##S(path);                                              \
+        const int64_t split = n >= m ? (n + NR_##S - 1) / NR_##S : (m + unit - 1) / unit;     \
         const int threads_used =                                                              \
             work < PARALLEL_WORK ? 1 : (int)min64(max64(threads, 1), split);                  \
         const int64_t kc = min64(KC, max64(k, 1));                                            \
@@ -549,9 +560,10 @@ static inline double hsum_f64(__m256d v)
         if (threads_used == 1) {                                                              \
             gemm_serial_##S(&g, buffers, buffers + a_elems);                                  \
         } else {                                                                              \
-            /* More blocks than threads, handed out dynamically: a thread the OS preempts     \
-               does not hold the others back. */                                              \
-            const int blocks = (int)min64(split, CHUNKS_PER_THREAD * threads_used);           \
+            /* Blocks handed out dynamically; where there are more blocks than threads, a     \
+               thread the OS preempts does not hold the others back. */                       \
+            const int per_thread = g.pack_a || path == PATH_GEMV_T ? 1 : CHUNKS_PER_THREAD;   \
+            const int blocks = (int)min64(split, per_thread * threads_used);                  \
             _Pragma("omp parallel num_threads(threads_used)")                                 \
             {                                                                                 \
                 T *mine = buffers ? buffers + (size_t)thread_index() * (a_elems + b_elems) : NULL; \
