@@ -61,10 +61,11 @@
    product: about 1.7 µs of work ahead; 32 and 128 measured slower). */
 #define THIN_KC 512
 #define THIN_PREFETCH 64
+/* Fixed ranges of k of the transposed matrix-vector loop (the threads' share of it). */
+#define GEMV_PARTS 2
 /* Blocks of C per thread in a parallel product (fewer when C has fewer tiles). Products
    that pack A take one block per thread: each block packs all of op(A) again (6 blocks cost
-   17% more instructions than one at 256^3), and so does the matrix-vector loop, whose
-   blocks read A in spans that get shorter with every block. */
+   17% more instructions than one at 256^3). */
 #define CHUNKS_PER_THREAD 3
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -468,18 +469,26 @@ static inline double hsum_f64(__m256d v)
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* C (m×1) = Aᵀ·b with A stored k×m: a sum of the rows of A scaled by the entries of b,   \
+    /* C (m×1) = Aᵀ·b with A stored k×m: sums of the rows of A scaled by the entries of b,   \
        accumulated in acc (m entries, in L1) while A streams past row after row in the order  \
-       in which it lies in memory (one row per pass: faster than 2 or 4 at m = 784). */       \
-    static void gemv_t_##S(const gemm_job_##S *g, T *acc)                                     \
+       in which it lies in memory (one row per pass: faster than 2 or 4 at m = 784). k is cut \
+       into GEMV_PARTS fixed ranges summed into their own accumulators (acc holds            \
+       GEMV_PARTS·m), which threads take in parallel and then add in order: splitting C      \
+       instead would cut A's rows into short spans the hardware prefetchers do not follow. */ \
+    static void gemv_t_##S(const gemm_job_##S *g, T *acc, int threads)                        \
     {                                                                                         \
-        const int64_t sb = g->trans_b ? 1 : g->ldb; /* stride of op(B)'s single column */     \
-        for (int64_t i = 0; i < g->m; i++) acc[i] = 0;                                        \
-        for (int64_t p = 0; p < g->k; p++)                                                    \
-            axpy_##S(g->m, g->B[p * sb], g->A + p * g->lda, acc);                             \
-        for (int64_t i = 0; i < g->m; i++) {                                                  \
-            T *c = g->C + i * g->ldc;                                                         \
-            *c = g->accumulate ? *c + acc[i] : acc[i];                                        \
+        const int64_t m = g->m, sb = g->trans_b ? 1 : g->ldb; /* stride of op(B)'s column */  \
+        _Pragma("omp parallel for num_threads(threads) if (threads > 1) schedule(static, 1)") \
+        for (int h = 0; h < GEMV_PARTS; h++) {                                                \
+            T *part = acc + h * m;                                                            \
+            for (int64_t i = 0; i < m; i++) part[i] = 0;                                      \
+            for (int64_t p = h * g->k / GEMV_PARTS; p < (h + 1) * g->k / GEMV_PARTS; p++)     \
+                axpy_##S(m, g->B[p * sb], g->A + p * g->lda, part);                           \
+        }                                                                                     \
+        for (int64_t i = 0; i < m; i++) {                                                     \
+            T s = acc[i], *c = g->C + i * g->ldc;                                             \
+            for (int h = 1; h < GEMV_PARTS; h++) s += acc[h * m + i];                         \
+            *c = g->accumulate ? *c + s : s;                                                  \
         }                                                                                     \
     }                                                                                         \
     static void gemm_serial_##S(const gemm_job_##S *g, T *packed_a, T *packed_b)              \
@@ -489,15 +498,12 @@ static inline double hsum_f64(__m256d v)
         case PATH_TILES: gemm_tiles_##S(g, packed_a, packed_b); break;                        \
         case PATH_THIN_T: gemm_thin_t_##S(g); break;                                          \
         case PATH_DOTS: gemm_dots_##S(g, packed_b); break;                                    \
-        case PATH_GEMV_T: gemv_t_##S(g, packed_b); break;                                     \
+        case PATH_GEMV_T: gemv_t_##S(g, packed_b, 1); break;                                  \
         case PATH_ROWS: gemm_rows_##S(g); break;                                              \
         }                                                                                     \
     }                                                                                         \
-    /* Rows of C per tile: the lanes of a vector pair where C's rows run along the lanes. */ \
-    static int64_t row_unit_##S(gemm_path path)                                               \
-    {                                                                                         \
-        return path == PATH_THIN_T || path == PATH_GEMV_T ? NR_##S : MR;                      \
-    }                                                                                         \
+    /* Rows of C per tile: a vector pair's lanes where C's rows run along the lanes. */      \
+    static int64_t row_unit_##S(gemm_path path) { return path == PATH_THIN_T ? NR_##S : MR; } \
     /* Block t of `parts` of the job: whole tiles of C, by columns when C is wide and by rows \
        when it is tall, the tiles shared out evenly (blocks differ by at most one tile). */   \
     static gemm_job_##S gemm_part_##S(const gemm_job_##S *g, int t, int parts)                \
@@ -540,16 +546,19 @@ static inline double hsum_f64(__m256d v)
                           .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,         \
                           .A = A, .B = B, .C = C};                                            \
         const int64_t unit = row_unit_##S(path);                                              \
-        const int64_t split = n >= m ? (n + NR_##S - 1) / NR_##S : (m + unit - 1) / unit;     \
+        const int64_t split = path == PATH_GEMV_T ? GEMV_PARTS                                \
+                              : n >= m            ? (n + NR_##S - 1) / NR_##S                 \
+                                                  : (m + unit - 1) / unit;                    \
         const int threads_used =                                                              \
             work < PARALLEL_WORK ? 1 : (int)min64(max64(threads, 1), split);                  \
         const int64_t kc = min64(KC, max64(k, 1));                                            \
         const size_t a_elems = g.pack_a ? (size_t)(MC_##S * kc) : 0;                          \
         const size_t b_elems = g.pack_b ? (size_t)(kc * round_up(min64(NC_##S, n), NR_##S))   \
                                : path == PATH_DOTS && !trans_b ? (size_t)(n * k)              \
-                               : path == PATH_GEMV_T           ? (size_t)m                    \
+                               : path == PATH_GEMV_T           ? (size_t)(GEMV_PARTS * m)     \
                                                                : 0;                           \
-        const size_t bytes = (size_t)threads_used * (a_elems + b_elems) * sizeof(T);          \
+        const int buffer_sets = path == PATH_GEMV_T ? 1 : threads_used; /* one per thread */  \
+        const size_t bytes = (size_t)buffer_sets * (a_elems + b_elems) * sizeof(T);          \
         T *buffers = bytes ? bilo__alloc(bytes) : NULL;                                       \
         if (bytes && !buffers) { /* out of memory: the row loops need no buffers */           \
             g.pack_a = g.pack_b = false;                                                      \
@@ -559,10 +568,12 @@ static inline double hsum_f64(__m256d v)
         }                                                                                     \
         if (threads_used == 1) {                                                              \
             gemm_serial_##S(&g, buffers, buffers + a_elems);                                  \
+        } else if (path == PATH_GEMV_T) {                                                     \
+            gemv_t_##S(&g, buffers, threads_used);                                            \
         } else {                                                                              \
             /* Blocks handed out dynamically; where there are more blocks than threads, a     \
                thread the OS preempts does not hold the others back. */                       \
-            const int per_thread = g.pack_a || path == PATH_GEMV_T ? 1 : CHUNKS_PER_THREAD;   \
+            const int per_thread = g.pack_a ? 1 : CHUNKS_PER_THREAD;                          \
             const int blocks = (int)min64(split, per_thread * threads_used);                  \
             _Pragma("omp parallel num_threads(threads_used)")                                 \
             {                                                                                 \
