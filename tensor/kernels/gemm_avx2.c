@@ -20,12 +20,15 @@
    products.
 
    Threads split C into disjoint blocks of whole tiles (columns when C is wide, rows when it
-   is tall), more blocks than threads handed out dynamically, and each block runs the serial
-   loop nest with its thread's own packing buffers: there is no barrier inside a product,
-   which matters on a shared 2-core machine where a descheduled thread stalls every barrier
-   for a time slice. Every element of C accumulates the same KC slices in the same order
-   whoever computes it and the path is chosen from the whole product's shape, so the result
-   does not depend on the thread count. */
+   is tall), handed out dynamically, and each block runs the serial loop nest with its
+   thread's own packing buffers: there is no barrier inside a product, which matters on a
+   shared 2-core machine where a descheduled thread stalls every barrier for a time slice.
+   Unpacked products cut C into more blocks than threads, so that a preempted thread does not
+   hold the others back; packed ones into one block per thread, since every block packs all
+   of op(A). Every element of C accumulates the same KC slices in the same order whoever
+   computes it and the path is chosen from the whole product's shape, so the result does not
+   depend on the thread count; Aᵀb, the one product split along k, sums fixed halves of k in
+   a fixed order for the same reason. */
 #include "kernels.h"
 #include "simd_avx2.h"
 #include "tensor_impl.h"
