@@ -10,7 +10,7 @@
    (few tiles to amortize packing over) run the same kernel directly on A and B through
    strides, with clamped rows and masked columns at the edges ("sup" kernels in BLIS); edge
    tiles of 1-4 rows or up to 8 (f32) columns run shorter kernel variants.
-   Thin products (C narrower than NR, e.g. the 10 classes of a linear model) would leave most
+   Thin products (C narrower than THIN_N, e.g. the 10 classes of a linear model) would leave
    lanes idle: with A transposed they run as Cᵀ = op(B)ᵀ·A, whose rows are A's, and otherwise
    as 2×5 tiles of dot products along k, in k slices that keep op(B) in L1 while A streams
    past once. Both read A from memory in patterns the hardware prefetchers miss (one short
@@ -62,6 +62,9 @@
 /* Transposed thin products (Cᵀ = op(B)ᵀ·A): rows of A per k slice, and how many rows ahead
    the first tile of a span prefetches (64 of the 784-float rows of the logistic-regression
    product: about 1.7 µs of work ahead; 32 and 128 measured slower). */
+/* Thin products: C narrower than this (in f64 too, where 6×8 tiles would leave 6 of 16 lanes
+   idle at n = 10: the thin paths ran the logistic-regression products 1.3-1.8x faster). */
+#define THIN_N 16
 #define THIN_KC 512
 #define THIN_PREFETCH 64
 /* Fixed ranges of k of the transposed matrix-vector loop (the threads' share of it). */
@@ -318,7 +321,7 @@ static inline double hsum_f64(__m256d v)
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* C (m×n, n < NR, A transposed) as Cᵀ = op(B)ᵀ·A: the rows of A (stored k×m) fill the    \
+    /* C (m×n, n < THIN_N, A transposed) as Cᵀ = op(B)ᵀ·A: the rows of A (stored k×m) fill  \
        vector lanes, op(B)'s entries are broadcast and each tile is stored transposed. A      \
        tile reads one short span of each of kc rows of A; the first tile of a span requests   \
        the rows THIN_PREFETCH ahead, which the hardware prefetchers do not anticipate. */     \
@@ -394,7 +397,7 @@ static inline double hsum_f64(__m256d v)
         default: DOT_TILE_(S, 5) break;                                                       \
         }                                                                                     \
     }                                                                                         \
-    /* C (m×n, n < NR, A not transposed) as m·n dot products of length k, which fill the      \
+    /* C (m×n, n < THIN_N, A not transposed) as m·n dot products of length k, which fill the  \
        lanes whatever n is. op(B)'s columns are copied into rows first unless B is stored     \
        transposed (then they already are rows); bt_buf holds n×k. k is cut into equal slices  \
        (multiples of the lane count) small enough for one slice of all n rows of op(B)ᵀ to    \
@@ -535,7 +538,7 @@ static inline double hsum_f64(__m256d v)
     {                                                                                         \
         if (m <= 0 || n <= 0) return;                                                         \
         const int64_t work = m * n * k;                                                       \
-        const bool thin = n < NR_##S && m >= NR_##S && k >= 2 * LANES_##S;                    \
+        const bool thin = n < THIN_N && m >= NR_##S && k >= 2 * LANES_##S;                    \
         const gemm_path path = k == 0 || m == 1 || (n == 1 && !trans_a) ? PATH_ROWS           \
                                : n == 1                                 ? PATH_GEMV_T         \
                                : thin && trans_a                        ? PATH_THIN_T         \
