@@ -59,13 +59,13 @@
 #define DOT_COLS 5
 /* Bytes of op(B)ᵀ one k slice of the dot products keeps in L1 (half of Zen 4's 32 KiB L1d). */
 #define DOT_SLICE_BYTES (16 << 10)
+/* Thin products: C narrower than this (in f64 too, where 6×8 tiles would leave 6 of 16 lanes
+   idle at n = 10: the thin paths ran the logistic-regression products 1.3-1.8x faster). */
+#define THIN_N 16
 /* Transposed thin products (Cᵀ = op(B)ᵀ·A): rows of A per k slice, and how many rows ahead
    the first tile of a span prefetches (64 of the 784-float rows of the logistic-regression
    product: 64 steps of 12 FMAs, about 0.1 µs ahead, one memory latency; 32 and 128 were no
    faster, none at half speed). */
-/* Thin products: C narrower than this (in f64 too, where 6×8 tiles would leave 6 of 16 lanes
-   idle at n = 10: the thin paths ran the logistic-regression products 1.3-1.8x faster). */
-#define THIN_N 16
 #define THIN_KC 512
 #define THIN_PREFETCH 64
 /* Fixed ranges of k of the transposed matrix-vector loop (the threads' share of it). */
