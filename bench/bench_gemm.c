@@ -3,7 +3,8 @@
 
    Shapes: square n = 32 .. 2048; the three products of an MLP layer 784 -> 256 at batch 256
    (forward X·Wᵀ, and the backward forms with a transposed left or right operand); the skinny
-   products of a 10-class linear model on 5000 samples (X·W, Xᵀ·R) and a matrix-vector Xᵀ·r.
+   products of a 10-class linear model on 5000 samples (X·W, Xᵀ·R) and the matrix-vector
+   products X·w, Xᵀ·r.
    f32 and f64, 1 and 2 threads. bilo's figure is its GEMM kernel (bilo__kernels()->gemm_*,
    the code every matmul, conv and backward product runs, without the op's output
    allocation); the peer is bench/peers/openblas_gemm.c, a separate process so the two thread
@@ -50,6 +51,7 @@ static const shape shapes[] = {
     {"logreg_XW_5000x784x10", 5000, 10, 784, false, false},
     {"logreg_XtR_784x5000x10", 784, 10, 5000, true, false},
     {"gemv_Xtr_784x5000", 784, 1, 5000, true, false},
+    {"gemv_Xw_5000x784", 5000, 1, 784, false, false},
 };
 enum { N_SHAPES = sizeof shapes / sizeof shapes[0] };
 

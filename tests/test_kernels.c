@@ -551,6 +551,10 @@ static const gemm_shape gemm_shapes[] = {
     {90, 170, 300} /* packed, columns split over threads */, {2000, 1, 600} /* split Aᵀb */,
     {3000, 10, 40} /* thin, split over threads */,
     {500, 7, 301} /* thin: a k tail, two KC slices, split over threads */,
+    {97, 12, 700} /* thin: three dot slices (f32) with a k tail, column tiles of 4, two
+                     transposed slices, an odd row */,
+    {57, 11, 601} /* thin: slices either way with k tails, column tiles of 3-4, Cᵀ rows 6+5 */,
+    {41, 2, 19} /* thin, two columns: one dot tile of 2, a transposed k tail */,
 };
 
 typedef struct {

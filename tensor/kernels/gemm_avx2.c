@@ -10,19 +10,25 @@
    (few tiles to amortize packing over) run the same kernel directly on A and B through
    strides, with clamped rows and masked columns at the edges ("sup" kernels in BLIS); edge
    tiles of 1-4 rows or up to 8 (f32) columns run shorter kernel variants.
-   Thin products (C narrower than NR, e.g. the 10 classes of a linear model) would leave most
+   Thin products (C narrower than THIN_N, e.g. the 10 classes of a linear model) would leave
    lanes idle: with A transposed they run as Cᵀ = op(B)ᵀ·A, whose rows are A's, and otherwise
-   as 4×3 tiles of dot products along k. Matrix-vector shapes have their own loops: a row of
-   C is a sum of scaled rows of B, a column of C with A transposed is a sum of scaled rows of
-   A, and C = A·b is dot products.
+   as 2×5 tiles of dot products along k, in k slices that keep op(B) in L1 while A streams
+   past once. Both read A from memory in patterns the hardware prefetchers miss (one short
+   span per row), so they prefetch it in software. Matrix-vector shapes have their own loops:
+   a row of C is a sum of scaled rows of B, a column of C with A transposed is a sum of
+   scaled rows of A accumulated while A streams past in memory order, and C = A·b is dot
+   products.
 
    Threads split C into disjoint blocks of whole tiles (columns when C is wide, rows when it
-   is tall), more blocks than threads handed out dynamically, and each block runs the serial
-   loop nest with its thread's own packing buffers: there is no barrier inside a product,
-   which matters on a shared 2-core machine where a descheduled thread stalls every barrier
-   for a time slice. Every element of C accumulates the same KC slices in the same order
-   whoever computes it and the path is chosen from the whole product's shape, so the result
-   does not depend on the thread count. */
+   is tall), handed out dynamically, and each block runs the serial loop nest with its
+   thread's own packing buffers: there is no barrier inside a product, which matters on a
+   shared 2-core machine where a descheduled thread stalls every barrier for a time slice.
+   Unpacked products cut C into more blocks than threads, so that a preempted thread does not
+   hold the others back; packed ones into one block per thread, since every block packs all
+   of op(A). Every element of C accumulates the same KC slices in the same order whoever
+   computes it and the path is chosen from the whole product's shape, so the result does not
+   depend on the thread count; Aᵀb, the one product split along k, sums fixed halves of k in
+   a fixed order for the same reason. */
 #include "kernels.h"
 #include "simd_avx2.h"
 #include "tensor_impl.h"
@@ -47,13 +53,26 @@
 /* Below this many multiply-adds (about 100^3) one thread does the whole product: forking
    costs more than the second core brings. */
 #define PARALLEL_WORK (1 << 20)
-/* Columns of C one pass of the transposed matrix-vector loop keeps in registers. */
-#define GEMV_VECS 8
-/* Rows of A and columns of op(B) per dot-product tile of a thin C (12 accumulators; 4×3
-   beat 3×4 and 6×2 on 500×784·784×10 and tied with them when A streams from memory). */
-#define DOT_ROWS 4
-#define DOT_COLS 3
-/* Blocks of C per thread in a parallel product (fewer when C has fewer tiles). */
+/* Dot-product tiles of a thin C: 2 rows of A against up to 5 columns of op(B) (10
+   accumulators, 7 loads per 10 FMAs, 13 registers). */
+#define DOT_ROWS 2
+#define DOT_COLS 5
+/* Bytes of op(B)ᵀ one k slice of the dot products keeps in L1 (half of Zen 4's 32 KiB L1d). */
+#define DOT_SLICE_BYTES (16 << 10)
+/* Thin products: C narrower than this (in f64 too, where 6×8 tiles would leave 6 of 16 lanes
+   idle at n = 10: the thin paths ran the logistic-regression products 1.3-1.8x faster). */
+#define THIN_N 16
+/* Transposed thin products (Cᵀ = op(B)ᵀ·A): rows of A per k slice, and how many rows ahead
+   the first tile of a span prefetches (64 of the 784-float rows of the logistic-regression
+   product: 64 steps of 12 FMAs, about 0.1 µs ahead, one memory latency; 32 and 128 were no
+   faster, none at half speed). */
+#define THIN_KC 512
+#define THIN_PREFETCH 64
+/* Fixed ranges of k of the transposed matrix-vector loop (the threads' share of it). */
+#define GEMV_PARTS 2
+/* Blocks of C per thread in a parallel product (fewer when C has fewer tiles). Products
+   that pack A take one block per thread: each block packs all of op(A) again (6 blocks cost
+   17% more instructions than one at 256^3). */
 #define CHUNKS_PER_THREAD 3
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -88,6 +107,10 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
 /* The kc steps of the kernel, B rows loaded with LOAD0/LOAD1. */
 #define KERNEL_LOOP_(S, LOAD0, LOAD1)                                                         \
     for (int64_t p = 0; p < kc; p++, b += ldb) {                                              \
+        if (prefetch_rows) {                                                                  \
+            _mm_prefetch((const char *)(b + prefetch_rows * ldb), _MM_HINT_T0);               \
+            _mm_prefetch((const char *)(b + prefetch_rows * ldb + NR_##S - 1), _MM_HINT_T0);  \
+        }                                                                                     \
         const VEC_##S b0 = LOAD0, b1 = cols > 1 ? LOAD1 : b0;                                 \
         KERNEL_ROW_(S, 0) KERNEL_ROW_(S, 1) KERNEL_ROW_(S, 2)                                 \
         KERNEL_ROW_(S, 3) KERNEL_ROW_(S, 4) KERNEL_ROW_(S, 5)                                 \
@@ -121,13 +144,42 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
 #define TILE_COLS_(S, ROWS, COLS)                                                             \
     if (g->pack_a)                                                                            \
         kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, b, NR_##S, c_col + ir * ldc,    \
-                   ldc, mr, nr, false, overwrite, false);                                     \
+                   ldc, mr, nr, false, overwrite, false, 0);                                  \
     else if (trans_a)                                                                         \
         kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, b, ldb,                 \
-                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false);                  \
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0);               \
     else                                                                                      \
         kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, b, ldb,               \
-                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false);
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0);
+
+/* The sum of v's lanes (pairwise). */
+static inline float hsum_f32(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
+static inline double hsum_f64(__m256d v)
+{
+    __m128d x = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
+}
+
+/* One lane-vector step of dot_tile: the DOT_ROWS rows of A in registers, each column of
+   op(B)ᵀ loaded once into a register (the empty asm keeps the compiler from folding the load
+   into every FMA, which costs a load per FMA) and multiplied into every row's sum. */
+#define DOT_STEP_(S, LOAD_A, LOAD_B)                                                          \
+    {                                                                                         \
+        VEC_##S av[DOT_ROWS];                                                                 \
+        for (int r = 0; r < DOT_ROWS; r++) av[r] = LOAD_A;                                    \
+        for (int j = 0; j < COLS; j++) {                                                      \
+            VEC_##S bv = LOAD_B;                                                              \
+            __asm__("" : "+x"(bv));                                                           \
+            for (int r = 0; r < DOT_ROWS; r++) acc[r][j] = FMADD_##S(av[r], bv, acc[r][j]);   \
+        }                                                                                     \
+    }
+#define DOT_TILE_(S, COLS) \
+    dot_tile_##S(COLS, kc, a, lda, rows, bt, ldbt, cols, c, ldc, overwrite, prefetch);
 
 #define BILO_GEMM_AVX2_(T, S)                                                                 \
     /* C[0..mr)[0..nr) (+)= sum over p < kc of op(A) rows times op(B) rows, where row r of    \
@@ -140,7 +192,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
     static inline __attribute__((always_inline)) void kernel_##S(                             \
         int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b,     \
         int64_t ldb, T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b,                \
-        bool overwrite, bool c_transposed)                                                    \
+        bool overwrite, bool c_transposed, int64_t prefetch_rows)                             \
     {                                                                                         \
         const T *a0 = a, *a1 = a + min64(1, mr - 1) * rsa, *a2 = a + min64(2, mr - 1) * rsa;  \
         const T *a3 = a + min64(3, mr - 1) * rsa, *a4 = a + min64(4, mr - 1) * rsa;           \
@@ -270,14 +322,16 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* C (m×n, n < NR, A transposed) as Cᵀ = op(B)ᵀ·A: the rows of A (stored k×m) fill the \
-       vector lanes, op(B)'s entries are broadcast and each tile is stored transposed. */     \
+    /* C (m×n, n < THIN_N, A transposed) as Cᵀ = op(B)ᵀ·A: the rows of A (stored k×m) fill  \
+       vector lanes, op(B)'s entries are broadcast and each tile is stored transposed. A      \
+       tile reads one short span of each of kc rows of A; the first tile of a span requests   \
+       the rows THIN_PREFETCH ahead, which the hardware prefetchers do not anticipate. */     \
     static void gemm_thin_t_##S(const gemm_job_##S *g)                                        \
     {                                                                                         \
         const int64_t rsb = g->trans_b ? g->ldb : 1, csb = g->trans_b ? 1 : g->ldb;           \
         const int64_t lda = g->lda, ldc = g->ldc;                                             \
-        for (int64_t pc = 0; pc < g->k; pc += KC) {                                           \
-            const int64_t kc = min64(KC, g->k - pc);                                          \
+        for (int64_t pc = 0; pc < g->k; pc += THIN_KC) {                                      \
+            const int64_t kc = min64(THIN_KC, g->k - pc);                                     \
             const bool overwrite = pc == 0 && !g->accumulate;                                 \
             for (int64_t j0 = 0; j0 < g->m; j0 += NR_##S) {                                   \
                 const int64_t nr = min64(NR_##S, g->m - j0);                                  \
@@ -286,76 +340,98 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
                     const int64_t mr = min64(MR, g->n - r0);                                  \
                     const T *a = g->B + r0 * rsb + pc * csb;                                  \
                     T *c = g->C + j0 * ldc + r0;                                              \
+                    const int64_t ahead = r0 == 0 ? THIN_PREFETCH : 0;                        \
                     if (mr > 4)                                                               \
                         kernel_##S(6, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
-                                   nr < NR_##S, overwrite, true);                             \
+                                   nr < NR_##S, overwrite, true, ahead);                      \
                     else if (mr > 2)                                                          \
                         kernel_##S(4, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
-                                   nr < NR_##S, overwrite, true);                             \
+                                   nr < NR_##S, overwrite, true, ahead);                      \
                     else                                                                      \
                         kernel_##S(2, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
-                                   nr < NR_##S, overwrite, true);                             \
+                                   nr < NR_##S, overwrite, true, ahead);                      \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* Rows i0.. (up to 3) of C against columns j0.. (up to 4) of op(B) as dot products over  \
-       k: A's rows and the rows of op(B)ᵀ (bt, stride ldbt) both stream along the lanes, and  \
-       each of the 12 sums is reduced across lanes at the end. */                             \
-    static void dot_tile_##S(int64_t k, const T *a, int64_t lda, int64_t rows,                \
-                             const T *bt, int64_t ldbt, int64_t cols, T *c, int64_t ldc,      \
-                             bool accumulate)                                                 \
+    /* rows (<= DOT_ROWS) rows of C against cols (<= COLS) columns of op(B) as dot products   \
+       over one k slice of kc: A's rows and the rows of op(B)ᵀ (bt, stride ldbt) both stream  \
+       along the lanes, each sum is reduced across lanes at the end and stored or added to C. \
+       prefetch: request the next row pair of A (which streams from memory) on the way.       \
+       Always inlined so that COLS is a constant. */                                          \
+    static inline __attribute__((always_inline)) void dot_tile_##S(                           \
+        int COLS, int64_t kc, const T *a, int64_t lda, int64_t rows, const T *bt,             \
+        int64_t ldbt, int64_t cols, T *c, int64_t ldc, bool overwrite, bool prefetch)         \
     {                                                                                         \
         const T *ar[DOT_ROWS], *br[DOT_COLS];                                                 \
         for (int r = 0; r < DOT_ROWS; r++) ar[r] = a + min64(r, rows - 1) * lda;              \
-        for (int j = 0; j < DOT_COLS; j++) br[j] = bt + min64(j, cols - 1) * ldbt;            \
+        for (int j = 0; j < COLS; j++) br[j] = bt + min64(j, cols - 1) * ldbt;                \
         VEC_##S acc[DOT_ROWS][DOT_COLS];                                                      \
         for (int r = 0; r < DOT_ROWS; r++)                                                    \
-            for (int j = 0; j < DOT_COLS; j++) acc[r][j] = ZERO_##S();                        \
+            for (int j = 0; j < COLS; j++) acc[r][j] = ZERO_##S();                            \
         int64_t p = 0;                                                                        \
-        for (; p + LANES_##S <= k; p += LANES_##S) {                                          \
-            VEC_##S bv[DOT_COLS];                                                             \
-            for (int j = 0; j < DOT_COLS; j++) bv[j] = LOADU_##S(br[j] + p);                  \
-            for (int r = 0; r < DOT_ROWS; r++) {                                              \
-                const VEC_##S av = LOADU_##S(ar[r] + p);                                      \
-                for (int j = 0; j < DOT_COLS; j++) acc[r][j] = FMADD_##S(av, bv[j], acc[r][j]); \
-            }                                                                                 \
+        for (; p + LANES_##S <= kc; p += LANES_##S) {                                         \
+            if (prefetch)                                                                     \
+                for (int r = 0; r < DOT_ROWS; r++)                                            \
+                    _mm_prefetch((const char *)(ar[r] + DOT_ROWS * lda + p), _MM_HINT_T0);    \
+            DOT_STEP_(S, LOADU_##S(ar[r] + p), LOADU_##S(br[j] + p))                          \
         }                                                                                     \
-        if (p < k) {                                                                          \
-            const __m256i tail = tail_mask_##S(k - p);                                        \
-            VEC_##S bv[DOT_COLS];                                                             \
-            for (int j = 0; j < DOT_COLS; j++) bv[j] = MASKLOAD_##S(br[j] + p, tail);         \
-            for (int r = 0; r < DOT_ROWS; r++) {                                              \
-                const VEC_##S av = MASKLOAD_##S(ar[r] + p, tail);                             \
-                for (int j = 0; j < DOT_COLS; j++) acc[r][j] = FMADD_##S(av, bv[j], acc[r][j]); \
-            }                                                                                 \
+        if (p < kc) {                                                                         \
+            const __m256i tail = tail_mask_##S(kc - p);                                       \
+            DOT_STEP_(S, MASKLOAD_##S(ar[r] + p, tail), MASKLOAD_##S(br[j] + p, tail))        \
         }                                                                                     \
-        for (int64_t r = 0; r < rows; r++)                                                    \
-            for (int64_t j = 0; j < cols; j++) {                                              \
-                T lane[LANES_##S], s = 0;                                                     \
-                STOREU_##S(lane, acc[r][j]);                                                  \
-                for (int l = 0; l < LANES_##S; l++) s += lane[l];                             \
-                c[r * ldc + j] = accumulate ? c[r * ldc + j] + s : s;                         \
+        for (int r = 0; r < rows; r++)                                                        \
+            for (int j = 0; j < cols; j++) {                                                  \
+                const T s = hsum_##S(acc[r][j]);                                              \
+                c[r * ldc + j] = overwrite ? s : c[r * ldc + j] + s;                          \
             }                                                                                 \
     }                                                                                         \
-    /* C (m×n, n < NR, A not transposed) as m·n dot products of length k, which fill the      \
+    /* dot_tile with its column count (2..DOT_COLS: the tiles of n >= 2 columns) constant. */ \
+    static void dot_tile_cols_##S(int64_t kc, const T *a, int64_t lda, int64_t rows,          \
+                                  const T *bt, int64_t ldbt, int64_t cols, T *c, int64_t ldc, \
+                                  bool overwrite, bool prefetch)                              \
+    {                                                                                         \
+        switch (cols) {                                                                       \
+        case 2: DOT_TILE_(S, 2) break;                                                        \
+        case 3: DOT_TILE_(S, 3) break;                                                        \
+        case 4: DOT_TILE_(S, 4) break;                                                        \
+        default: DOT_TILE_(S, 5) break;                                                       \
+        }                                                                                     \
+    }                                                                                         \
+    /* C (m×n, n < THIN_N, A not transposed) as m·n dot products of length k, which fill the  \
        lanes whatever n is. op(B)'s columns are copied into rows first unless B is stored     \
-       transposed (then they already are rows); bt_buf holds n×k. */                          \
+       transposed (then they already are rows); bt_buf holds n×k. k is cut into equal slices  \
+       (multiples of the lane count) small enough for one slice of all n rows of op(B)ᵀ to    \
+       stay in L1 while the rows of A stream past once; n is cut into near-equal tiles of at  \
+       most DOT_COLS columns (10 = 5 + 5). */                                                 \
     static void gemm_dots_##S(const gemm_job_##S *g, T *bt_buf)                               \
     {                                                                                         \
         const T *bt = g->B;                                                                   \
         int64_t ldbt = g->ldb;                                                                \
+        const int64_t m = g->m, n = g->n, k = g->k;                                           \
         if (!g->trans_b) {                                                                    \
-            for (int64_t p = 0; p < g->k; p++)                                                \
-                for (int64_t j = 0; j < g->n; j++) bt_buf[j * g->k + p] = g->B[p * g->ldb + j]; \
+            for (int64_t p = 0; p < k; p++)                                                   \
+                for (int64_t j = 0; j < n; j++) bt_buf[j * k + p] = g->B[p * g->ldb + j];     \
             bt = bt_buf;                                                                      \
-            ldbt = g->k;                                                                      \
+            ldbt = k;                                                                         \
         }                                                                                     \
-        for (int64_t i0 = 0; i0 < g->m; i0 += DOT_ROWS)                                       \
-            for (int64_t j0 = 0; j0 < g->n; j0 += DOT_COLS)                                   \
-                dot_tile_##S(g->k, g->A + i0 * g->lda, g->lda, min64(DOT_ROWS, g->m - i0),    \
-                             bt + j0 * ldbt, ldbt, min64(DOT_COLS, g->n - j0),                \
-                             g->C + i0 * g->ldc + j0, g->ldc, g->accumulate);                 \
+        const int64_t row_bytes = n * (int64_t)sizeof(T);                                     \
+        const int64_t slice_max = max64(LANES_##S, DOT_SLICE_BYTES / row_bytes);              \
+        const int64_t slices = (k + slice_max - 1) / slice_max;                               \
+        const int64_t slice = round_up((k + slices - 1) / slices, LANES_##S);                 \
+        const int64_t col_tiles = (n + DOT_COLS - 1) / DOT_COLS;                              \
+        for (int64_t p0 = 0; p0 < k; p0 += slice) {                                           \
+            const int64_t kc = min64(slice, k - p0);                                          \
+            const bool overwrite = p0 == 0 && !g->accumulate;                                 \
+            for (int64_t i0 = 0; i0 < m; i0 += DOT_ROWS)                                      \
+                for (int64_t t = 0; t < col_tiles; t++) {                                     \
+                    const int64_t j0 = t * n / col_tiles, j1 = (t + 1) * n / col_tiles;       \
+                    dot_tile_cols_##S(kc, g->A + i0 * g->lda + p0, g->lda,                    \
+                                      min64(DOT_ROWS, m - i0), bt + j0 * ldbt + p0, ldbt,     \
+                                      j1 - j0, g->C + i0 * g->ldc + j0, g->ldc, overwrite,    \
+                                      t == 0 && i0 + 2 * DOT_ROWS <= m);                      \
+                }                                                                             \
+        }                                                                                     \
     }                                                                                         \
     /* sum_p x[p*sx] * y[p*sy]: vectorized when both are contiguous. */                       \
     static T dot_##S(const T *x, int64_t sx, const T *y, int64_t sy, int64_t k)               \
@@ -400,40 +476,26 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
-    /* C (m×1) = Aᵀ·b with A stored k×m: GEMV_VECS vectors of C stay in registers while the   \
-       rows of A stream past, each scaled by one entry of b. */                               \
-    static void gemv_t_##S(const gemm_job_##S *g)                                             \
+    /* C (m×1) = Aᵀ·b with A stored k×m: sums of the rows of A scaled by the entries of b,   \
+       accumulated in acc (m entries, in L1) while A streams past row after row in the order  \
+       in which it lies in memory (one row per pass: faster than 2 or 4 at m = 784). k is cut \
+       into GEMV_PARTS fixed ranges summed into their own accumulators (acc holds            \
+       GEMV_PARTS·m), which threads take in parallel and then add in order: splitting C      \
+       instead would cut A's rows into short spans the hardware prefetchers do not follow. */ \
+    static void gemv_t_##S(const gemm_job_##S *g, T *acc, int threads)                        \
     {                                                                                         \
-        const int64_t width = GEMV_VECS * LANES_##S;                                          \
-        const int64_t sb = g->trans_b ? 1 : g->ldb; /* stride of op(B)'s single column */     \
-        for (int64_t i0 = 0; i0 < g->m; i0 += width) {                                        \
-            const int64_t w = min64(width, g->m - i0);                                        \
-            __m256i mask[GEMV_VECS];                                                          \
-            VEC_##S acc[GEMV_VECS];                                                           \
-            for (int v = 0; v < GEMV_VECS; v++) {                                             \
-                mask[v] = tail_mask_##S(w - v * LANES_##S);                                   \
-                acc[v] = ZERO_##S();                                                          \
-            }                                                                                 \
-            const T *row = g->A + i0;                                                         \
-            if (w == width)                                                                   \
-                for (int64_t p = 0; p < g->k; p++, row += g->lda) {                           \
-                    const VEC_##S bp = BROADCAST_##S(g->B + p * sb);                          \
-                    for (int v = 0; v < GEMV_VECS; v++)                                       \
-                        acc[v] = FMADD_##S(bp, LOADU_##S(row + v * LANES_##S), acc[v]);       \
-                }                                                                             \
-            else                                                                              \
-                for (int64_t p = 0; p < g->k; p++, row += g->lda) {                           \
-                    const VEC_##S bp = BROADCAST_##S(g->B + p * sb);                          \
-                    for (int v = 0; v < GEMV_VECS; v++)                                       \
-                        acc[v] = FMADD_##S(bp, MASKLOAD_##S(row + v * LANES_##S, mask[v]),    \
-                                           acc[v]);                                           \
-                }                                                                             \
-            T out[GEMV_VECS * LANES_##S];                                                     \
-            for (int v = 0; v < GEMV_VECS; v++) STOREU_##S(out + v * LANES_##S, acc[v]);      \
-            for (int64_t i = 0; i < w; i++) {                                                 \
-                T *c = g->C + (i0 + i) * g->ldc;                                              \
-                *c = g->accumulate ? *c + out[i] : out[i];                                    \
-            }                                                                                 \
+        const int64_t m = g->m, sb = g->trans_b ? 1 : g->ldb; /* stride of op(B)'s column */  \
+        _Pragma("omp parallel for num_threads(threads) if (threads > 1) schedule(static, 1)") \
+        for (int h = 0; h < GEMV_PARTS; h++) {                                                \
+            T *part = acc + h * m;                                                            \
+            for (int64_t i = 0; i < m; i++) part[i] = 0;                                      \
+            for (int64_t p = h * g->k / GEMV_PARTS; p < (h + 1) * g->k / GEMV_PARTS; p++)     \
+                axpy_##S(m, g->B[p * sb], g->A + p * g->lda, part);                           \
+        }                                                                                     \
+        for (int64_t i = 0; i < m; i++) {                                                     \
+            T s = acc[i], *c = g->C + i * g->ldc;                                             \
+            for (int h = 1; h < GEMV_PARTS; h++) s += acc[h * m + i];                         \
+            *c = g->accumulate ? *c + s : s;                                                  \
         }                                                                                     \
     }                                                                                         \
     static void gemm_serial_##S(const gemm_job_##S *g, T *packed_a, T *packed_b)              \
@@ -443,27 +505,31 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
         case PATH_TILES: gemm_tiles_##S(g, packed_a, packed_b); break;                        \
         case PATH_THIN_T: gemm_thin_t_##S(g); break;                                          \
         case PATH_DOTS: gemm_dots_##S(g, packed_b); break;                                    \
-        case PATH_GEMV_T: gemv_t_##S(g); break;                                               \
+        case PATH_GEMV_T: gemv_t_##S(g, packed_b, 1); break;                                  \
         case PATH_ROWS: gemm_rows_##S(g); break;                                              \
         }                                                                                     \
     }                                                                                         \
-    /* Block t of `parts` of the job: whole tiles of C, by columns when C is wide             \
-       and by rows when it is tall. */                                                        \
+    /* Rows of C per tile: a vector pair's lanes where C's rows run along the lanes. */      \
+    static int64_t row_unit_##S(gemm_path path) { return path == PATH_THIN_T ? NR_##S : MR; } \
+    /* Block t of `parts` of the job: whole tiles of C, by columns when C is wide and by rows \
+       when it is tall, the tiles shared out evenly (blocks differ by at most one tile). */   \
     static gemm_job_##S gemm_part_##S(const gemm_job_##S *g, int t, int parts)                \
     {                                                                                         \
         gemm_job_##S p = *g;                                                                  \
-        if (g->n >= g->m) {                                                                   \
-            const int64_t step = round_up((g->n + parts - 1) / parts, NR_##S);                \
-            const int64_t j0 = min64(g->n, t * step);                                         \
-            p.n = min64(g->n, j0 + step) - j0;                                                \
-            p.B = g->trans_b ? g->B + j0 * g->ldb : g->B + j0;                                \
-            p.C = g->C + j0;                                                                  \
+        const bool by_columns = g->n >= g->m;                                                 \
+        const int64_t extent = by_columns ? g->n : g->m;                                      \
+        const int64_t unit = by_columns ? NR_##S : row_unit_##S(g->path);                     \
+        const int64_t tiles = (extent + unit - 1) / unit;                                     \
+        const int64_t lo = min64(extent, t * tiles / parts * unit);                           \
+        const int64_t hi = min64(extent, (t + 1) * tiles / parts * unit);                     \
+        if (by_columns) {                                                                     \
+            p.n = hi - lo;                                                                    \
+            p.B = g->trans_b ? g->B + lo * g->ldb : g->B + lo;                                \
+            p.C = g->C + lo;                                                                  \
         } else {                                                                              \
-            const int64_t step = round_up((g->m + parts - 1) / parts, MR);                    \
-            const int64_t i0 = min64(g->m, t * step);                                         \
-            p.m = min64(g->m, i0 + step) - i0;                                                \
-            p.A = g->trans_a ? g->A + i0 : g->A + i0 * g->lda;                                \
-            p.C = g->C + i0 * g->ldc;                                                         \
+            p.m = hi - lo;                                                                    \
+            p.A = g->trans_a ? g->A + lo : g->A + lo * g->lda;                                \
+            p.C = g->C + lo * g->ldc;                                                         \
         }                                                                                     \
         return p;                                                                             \
     }                                                                                         \
@@ -473,7 +539,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
     {                                                                                         \
         if (m <= 0 || n <= 0) return;                                                         \
         const int64_t work = m * n * k;                                                       \
-        const bool thin = n < NR_##S && m >= NR_##S && k >= 2 * LANES_##S;                    \
+        const bool thin = n < THIN_N && m >= NR_##S && k >= 2 * LANES_##S;                    \
         const gemm_path path = k == 0 || m == 1 || (n == 1 && !trans_a) ? PATH_ROWS           \
                                : n == 1                                 ? PATH_GEMV_T         \
                                : thin && trans_a                        ? PATH_THIN_T         \
@@ -486,14 +552,20 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
                           .pack_b = tiles && (!direct || trans_b),                            \
                           .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,         \
                           .A = A, .B = B, .C = C};                                            \
-        const int64_t split = n >= m ? (n + NR_##S - 1) / NR_##S : (m + MR - 1) / MR;         \
+        const int64_t unit = row_unit_##S(path);                                              \
+        const int64_t split = path == PATH_GEMV_T ? GEMV_PARTS                                \
+                              : n >= m            ? (n + NR_##S - 1) / NR_##S                 \
+                                                  : (m + unit - 1) / unit;                    \
         const int threads_used =                                                              \
             work < PARALLEL_WORK ? 1 : (int)min64(max64(threads, 1), split);                  \
         const int64_t kc = min64(KC, max64(k, 1));                                            \
         const size_t a_elems = g.pack_a ? (size_t)(MC_##S * kc) : 0;                          \
-        const size_t b_elems = g.pack_b ? (size_t)(kc * round_up(min64(NC_##S, n), NR_##S))  \
-                               : path == PATH_DOTS && !trans_b ? (size_t)(n * k) : 0;         \
-        const size_t bytes = (size_t)threads_used * (a_elems + b_elems) * sizeof(T);          \
+        const size_t b_elems = g.pack_b ? (size_t)(kc * round_up(min64(NC_##S, n), NR_##S))   \
+                               : path == PATH_DOTS && !trans_b ? (size_t)(n * k)              \
+                               : path == PATH_GEMV_T           ? (size_t)(GEMV_PARTS * m)     \
+                                                               : 0;                           \
+        const int buffer_sets = path == PATH_GEMV_T ? 1 : threads_used; /* one per thread */  \
+        const size_t bytes = (size_t)buffer_sets * (a_elems + b_elems) * sizeof(T);          \
         T *buffers = bytes ? bilo__alloc(bytes) : NULL;                                       \
         if (bytes && !buffers) { /* out of memory: the row loops need no buffers */           \
             g.pack_a = g.pack_b = false;                                                      \
@@ -503,10 +575,13 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
         }                                                                                     \
         if (threads_used == 1) {                                                              \
             gemm_serial_##S(&g, buffers, buffers + a_elems);                                  \
+        } else if (path == PATH_GEMV_T) {                                                     \
+            gemv_t_##S(&g, buffers, threads_used);                                            \
         } else {                                                                              \
-            /* More blocks than threads, handed out dynamically: a thread the OS preempts     \
-               does not hold the others back. */                                              \
-            const int blocks = (int)min64(split, CHUNKS_PER_THREAD * threads_used);           \
+            /* Blocks handed out dynamically; where there are more blocks than threads, a     \
+               thread the OS preempts does not hold the others back. */                       \
+            const int per_thread = g.pack_a ? 1 : CHUNKS_PER_THREAD;                          \
+            const int blocks = (int)min64(split, per_thread * threads_used);                  \
             _Pragma("omp parallel num_threads(threads_used)")                                 \
             {                                                                                 \
                 T *mine = buffers ? buffers + (size_t)thread_index() * (a_elems + b_elems) : NULL; \
