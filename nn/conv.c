@@ -158,15 +158,16 @@ BILO_API bilo_tensor *bilo_nn_avg_pool2d(bilo_tensor *x, int kernel, int stride,
 
 /* ---- batch norm ---- */
 
-/* Mean over every axis of x but axis 1, as a [C] vector: first over the batch (a sum of whole
-   contiguous rows), then over each channel's H·W positions. Equal counts per slice make the
-   mean of means the overall mean. */
+/* Mean over every axis of x but axis 1, as a [C] vector: sums first over the batch (whole
+   contiguous rows), then over each channel's H·W positions, and only the [C] sums are scaled,
+   so the backward spreads the gradient over x's size in one pass. */
 static bilo_tensor *channel_mean(bilo_tensor *x)
 {
     if (!x) return NULL;
     int64_t n = x->shape[0], c = x->shape[1];
-    bilo_tensor *over_batch = bilo_mean(bilo_reshape(x, BILO_SHAPE(n, -1)), 0, false);
-    return bilo_mean(bilo_reshape(over_batch, BILO_SHAPE(c, -1)), 1, false);
+    bilo_tensor *over_batch = bilo_sum(bilo_reshape(x, BILO_SHAPE(n, -1)), 0, false);
+    bilo_tensor *sums = bilo_sum(bilo_reshape(over_batch, BILO_SHAPE(c, -1)), 1, false);
+    return bilo_mul_scalar(sums, 1.0 / (double)(x->numel / c));
 }
 
 static bool channel_vec_ok(const char *what, const bilo_tensor *v, const bilo_tensor *x)
@@ -384,7 +385,9 @@ static bilo_tensor *cnn_block(bilo_tensor *h, bilo_tensor *const *p, bilo_tensor
     h = bilo_nn_conv2d(h, p[0], p[1], &same);
     h = bilo_nn_batch_norm(h, p[2], p[3], stats ? stats[0] : NULL, stats ? stats[1] : NULL,
                            training, 0.1, 1e-5);
-    return bilo_nn_max_pool2d(bilo_relu(h), 2, 2, 0);
+    /* relu and the max over a window commute exactly (gradients included: a window whose
+       maximum is <= 0 passes none either way), so relu runs on the pooled quarter. */
+    return bilo_relu(bilo_nn_max_pool2d(h, 2, 2, 0));
 }
 
 bilo_tensor *bilo_nn_cnn4_forward(const bilo_nn_cnn4 *m, bilo_tensor *const *params,
