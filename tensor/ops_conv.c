@@ -78,26 +78,56 @@ static void inside_range(int64_t offset, int64_t stride, int64_t limit, int64_t 
    image (zero outside it); col2im zeroes the plane, then adds the rows in (ki, kj, oh, ow)
    order, so every pixel sums its contributions in one fixed order. */
 #define CONV_PLANE_KERNELS(T)                                                                 \
+    /* One kernel tap's [OH, OW] rows of cols, row by row. */                               \
+    static void im2col_tap_rows_##T(const conv_geom *g, const T *restrict img,                \
+                                    T *restrict cols, int64_t ki, int64_t off, int64_t lo,    \
+                                    int64_t hi)                                               \
+    {                                                                                         \
+        for (int64_t oh = 0; oh < g->OH; oh++, cols += g->OW) {                               \
+            int64_t ih = oh * g->sh - g->ph + ki * g->dh;                                     \
+            if (ih < 0 || ih >= g->H) {                                                       \
+                memset(cols, 0, (size_t)g->OW * sizeof(T));                                   \
+                continue;                                                                     \
+            }                                                                                 \
+            const T *src = img + ih * g->W;                                                   \
+            for (int64_t ow = 0; ow < lo; ow++) cols[ow] = 0;                                 \
+            if (g->sw == 1)                                                                   \
+                for (int64_t ow = lo; ow < hi; ow++) cols[ow] = src[ow + off];                \
+            else                                                                              \
+                for (int64_t ow = lo; ow < hi; ow++) cols[ow] = src[ow * g->sw + off];        \
+            for (int64_t ow = hi; ow < g->OW; ow++) cols[ow] = 0;                             \
+        }                                                                                     \
+    }                                                                                         \
+    /* The same for stride 1 and OW == W (a "same" convolution): the tap's in-image rows are \
+       one contiguous run of the image shifted by a constant, copied at once; then the      \
+       columns outside the image are zeroed. */                                              \
+    static void im2col_tap_flat_##T(const conv_geom *g, const T *restrict img,                \
+                                    T *restrict cols, int64_t ki, int64_t off, int64_t lo,    \
+                                    int64_t hi)                                               \
+    {                                                                                         \
+        int64_t row_off = ki * g->dh - g->ph, rlo, rhi;                                       \
+        inside_range(row_off, 1, g->H, g->OH, &rlo, &rhi);                                    \
+        memset(cols, 0, (size_t)(rlo * g->OW) * sizeof(T));                                  \
+        memset(cols + rhi * g->OW, 0, (size_t)((g->OH - rhi) * g->OW) * sizeof(T));           \
+        int64_t first = rlo * g->OW + lo, end = (rhi - 1) * g->OW + hi;                       \
+        if (lo < hi && rlo < rhi)                                                             \
+            memcpy(cols + first, img + first + row_off * g->W + off,                          \
+                   (size_t)(end - first) * sizeof(T));                                        \
+        for (int64_t oh = rlo; oh < rhi; oh++) {                                              \
+            T *row = cols + oh * g->OW;                                                       \
+            for (int64_t ow = 0; ow < lo; ow++) row[ow] = 0;                                  \
+            for (int64_t ow = hi > lo ? hi : lo; ow < g->OW; ow++) row[ow] = 0;               \
+        }                                                                                     \
+    }                                                                                         \
     static void im2col_plane_##T(const conv_geom *g, const T *restrict img, T *restrict cols) \
     {                                                                                         \
+        bool flat = g->sh == 1 && g->sw == 1 && g->OW == g->W;                                \
         for (int64_t ki = 0; ki < g->kh; ki++)                                                \
-            for (int64_t kj = 0; kj < g->kw; kj++) {                                          \
+            for (int64_t kj = 0; kj < g->kw; kj++, cols += g->OH * g->OW) {                   \
                 int64_t off = kj * g->dw - g->pw, lo, hi;                                     \
                 inside_range(off, g->sw, g->W, g->OW, &lo, &hi);                              \
-                for (int64_t oh = 0; oh < g->OH; oh++, cols += g->OW) {                       \
-                    int64_t ih = oh * g->sh - g->ph + ki * g->dh;                             \
-                    if (ih < 0 || ih >= g->H) {                                               \
-                        memset(cols, 0, (size_t)g->OW * sizeof(T));                           \
-                        continue;                                                             \
-                    }                                                                         \
-                    const T *src = img + ih * g->W;                                           \
-                    for (int64_t ow = 0; ow < lo; ow++) cols[ow] = 0;                         \
-                    if (g->sw == 1)                                                           \
-                        for (int64_t ow = lo; ow < hi; ow++) cols[ow] = src[ow + off];        \
-                    else                                                                      \
-                        for (int64_t ow = lo; ow < hi; ow++) cols[ow] = src[ow * g->sw + off];\
-                    for (int64_t ow = hi; ow < g->OW; ow++) cols[ow] = 0;                     \
-                }                                                                             \
+                (flat ? im2col_tap_flat_##T : im2col_tap_rows_##T)(g, img, cols, ki, off, lo, \
+                                                                   hi);                       \
             }                                                                                 \
     }                                                                                         \
     static void col2im_plane_##T(const conv_geom *g, T *restrict img, const T *restrict cols) \

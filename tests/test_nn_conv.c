@@ -69,6 +69,9 @@ static void test_conv_values(void)
         /* padding wider than the kernel: whole output columns and rows read only padding */
         {{3, 3, 2, 3, 1, 1}, true, "stride 3, padding (2,3) wider than the 3x2 kernel"},
         {{2, 2, 3, 3, 2, 2}, false, "stride 2, padding 3, dilation 2, no bias"},
+        /* stride 1 and output width = input width: the taps copied as whole runs */
+        {{1, 1, 1, 1, 1, 2}, true, "stride 1, padding 1, dilation (1,2): same width"},
+        {{1, 1, 3, 1, 2, 2}, true, "stride 1, padding (3,1), dilation 2: same width"},
     };
     bilo_scope_begin();
     bilo_tensor *x = randn4(2, 3, 7, 6), *w = randn4(4, 3, 3, 2);
