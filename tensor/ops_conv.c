@@ -78,7 +78,7 @@ static void inside_range(int64_t offset, int64_t stride, int64_t limit, int64_t 
    image (zero outside it); col2im zeroes the plane, then adds the rows in (ki, kj, oh, ow)
    order, so every pixel sums its contributions in one fixed order. */
 #define CONV_PLANE_KERNELS(T)                                                                 \
-    /* One kernel tap's [OH, OW] rows of cols, row by row. */                               \
+    /* One kernel tap's [OH, OW] rows of cols, row by row. */                                 \
     static void im2col_tap_rows_##T(const conv_geom *g, const T *restrict img,                \
                                     T *restrict cols, int64_t ki, int64_t off, int64_t lo,    \
                                     int64_t hi)                                               \
@@ -98,16 +98,16 @@ static void inside_range(int64_t offset, int64_t stride, int64_t limit, int64_t 
             for (int64_t ow = hi; ow < g->OW; ow++) cols[ow] = 0;                             \
         }                                                                                     \
     }                                                                                         \
-    /* The same for stride 1 and OW == W (a "same" convolution): the tap's in-image rows are \
-       one contiguous run of the image shifted by a constant, copied at once; then the      \
-       columns outside the image are zeroed. */                                              \
+    /* The same for stride 1 and OW == W (a "same" convolution): the tap's in-image rows are  \
+       one contiguous run of the image shifted by a constant, copied at once; then the        \
+       columns outside the image are zeroed. */                                               \
     static void im2col_tap_flat_##T(const conv_geom *g, const T *restrict img,                \
                                     T *restrict cols, int64_t ki, int64_t off, int64_t lo,    \
                                     int64_t hi)                                               \
     {                                                                                         \
         int64_t row_off = ki * g->dh - g->ph, rlo, rhi;                                       \
         inside_range(row_off, 1, g->H, g->OH, &rlo, &rhi);                                    \
-        memset(cols, 0, (size_t)(rlo * g->OW) * sizeof(T));                                  \
+        memset(cols, 0, (size_t)(rlo * g->OW) * sizeof(T));                                   \
         memset(cols + rhi * g->OW, 0, (size_t)((g->OH - rhi) * g->OW) * sizeof(T));           \
         int64_t first = rlo * g->OW + lo, end = (rhi - 1) * g->OW + hi;                       \
         if (lo < hi && rlo < rhi)                                                             \
@@ -132,7 +132,7 @@ static void inside_range(int64_t offset, int64_t stride, int64_t limit, int64_t 
     }                                                                                         \
     static void col2im_plane_##T(const conv_geom *g, T *restrict img, const T *restrict cols) \
     {                                                                                         \
-        memset(img, 0, (size_t)(g->H * g->W) * sizeof(T));                                   \
+        memset(img, 0, (size_t)(g->H * g->W) * sizeof(T));                                    \
         for (int64_t ki = 0; ki < g->kh; ki++)                                                \
             for (int64_t kj = 0; kj < g->kw; kj++) {                                          \
                 int64_t off = kj * g->dw - g->pw, lo, hi;                                     \
