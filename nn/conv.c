@@ -21,6 +21,18 @@ static bool check_image(const char *op, const char *what, const bilo_tensor *x)
     return false;
 }
 
+/* A [C] vector v repeated over x's positions: [1, C] for x [N, C], [1, C, H, W] for an image
+   batch (the outer product v ⊗ 1 over H·W). A [1, C, H, W] operand broadcasts over the batch
+   axis alone, so the backward of the binary op using it sums contiguous rows, and the sum
+   over H·W becomes the small product with the ones vector, instead of a reduction to
+   [1, C, 1, 1] that strides across channels. */
+static bilo_tensor *per_channel(bilo_tensor *v, const bilo_tensor *x)
+{
+    if (x->ndim == 2) return bilo_reshape(v, BILO_SHAPE(1, -1));
+    bilo_tensor *ones = bilo_ones(x->dtype, BILO_SHAPE(x->shape[2] * x->shape[3]));
+    return bilo_reshape(bilo_outer(v, ones), BILO_SHAPE(1, -1, x->shape[2], x->shape[3]));
+}
+
 /* ---- conv2d ---- */
 
 static int or_default(int v, int dflt) { return v ? v : dflt; }
@@ -88,8 +100,8 @@ BILO_API bilo_tensor *bilo_nn_conv2d(bilo_tensor *x, bilo_tensor *weight, bilo_t
                                     o.dil_w);
     /* [O, C·kh·kw] · [N, C·kh·kw, OH·OW] → [N, O, OH·OW]: one GEMM per image, weight shared. */
     bilo_tensor *y = bilo_matmul(bilo_reshape(weight, BILO_SHAPE(outc, -1)), cols);
-    if (bias) y = bilo_add(y, bilo_reshape(bias, BILO_SHAPE(outc, 1)));
     y = bilo_reshape(y, BILO_SHAPE(n, outc, oh, ow));
+    if (bias && y) y = bilo_add(y, per_channel(bias, y));
     if (y) bilo_scope_return(y);
     bilo_scope_end();
     return y;
@@ -146,12 +158,16 @@ BILO_API bilo_tensor *bilo_nn_avg_pool2d(bilo_tensor *x, int kernel, int stride,
 
 /* ---- batch norm ---- */
 
-/* Mean over every axis of x but axis 1, kept as size-1 axes ([1, C] or [1, C, 1, 1]). Equal
-   counts per reduced slice make the mean of means the overall mean. */
+/* Mean over every axis of x but axis 1, as a [C] vector: sums first over the batch (whole
+   contiguous rows), then over each channel's H·W positions, and only the [C] sums are scaled,
+   so the backward spreads the gradient over x's size in one pass. */
 static bilo_tensor *channel_mean(bilo_tensor *x)
 {
-    for (int axis = x ? x->ndim - 1 : 0; axis >= 2 && x; axis--) x = bilo_mean(x, axis, true);
-    return bilo_mean(x, 0, true);
+    if (!x) return NULL;
+    int64_t n = x->shape[0], c = x->shape[1];
+    bilo_tensor *over_batch = bilo_sum(bilo_reshape(x, BILO_SHAPE(n, -1)), 0, false);
+    bilo_tensor *sums = bilo_sum(bilo_reshape(over_batch, BILO_SHAPE(c, -1)), 1, false);
+    return bilo_mul_scalar(sums, 1.0 / (double)(x->numel / c));
 }
 
 static bool channel_vec_ok(const char *what, const bilo_tensor *v, const bilo_tensor *x)
@@ -214,12 +230,6 @@ static int update_running(bilo_tensor *running, bilo_tensor *stat, double moment
     return rc ? rc : bilo_axpy_(running, momentum, flat);
 }
 
-/* x's view of a [C] vector: [1, C] or [1, C, 1, 1]. */
-static bilo_tensor *per_channel(bilo_tensor *v, int ndim)
-{
-    return ndim == 2 ? bilo_reshape(v, BILO_SHAPE(1, -1)) : bilo_reshape(v, BILO_SHAPE(1, -1, 1, 1));
-}
-
 BILO_API bilo_tensor *bilo_nn_batch_norm(bilo_tensor *x, bilo_tensor *gamma, bilo_tensor *beta,
                                          bilo_tensor *running_mean, bilo_tensor *running_var,
                                          bool training, double momentum, double eps)
@@ -228,17 +238,14 @@ BILO_API bilo_tensor *bilo_nn_batch_norm(bilo_tensor *x, bilo_tensor *gamma, bil
     bilo_tensor *const vec[4] = {gamma, beta, running_mean, running_var};
     if (!batch_norm_args_ok(x, vec, training, momentum, eps)) return NULL;
     bilo_scope_begin();
-    bilo_tensor *mean, *var;
-    if (training) {
-        mean = channel_mean(x);
-        var = channel_mean(bilo_square(bilo_sub(x, mean)));
-    } else {
-        mean = per_channel(running_mean, x->ndim);
-        var = per_channel(running_var, x->ndim);
-    }
-    bilo_tensor *y = bilo_mul(bilo_sub(x, mean), bilo_rsqrt(bilo_add_scalar(var, eps)));
-    if (gamma) y = bilo_mul(y, per_channel(gamma, x->ndim));
-    if (beta) y = bilo_add(y, per_channel(beta, x->ndim));
+    bilo_tensor *mean = training ? channel_mean(x) : running_mean;
+    bilo_tensor *centered = bilo_sub(x, per_channel(mean, x));
+    bilo_tensor *var = training ? channel_mean(bilo_square(centered)) : running_var;
+    /* gamma folds into the [C] scale, so x's size sees one product and one sum. */
+    bilo_tensor *scale = bilo_rsqrt(bilo_add_scalar(var, eps));
+    if (gamma) scale = bilo_mul(scale, gamma);
+    bilo_tensor *y = bilo_mul(centered, per_channel(scale, x));
+    if (beta) y = bilo_add(y, per_channel(beta, x));
     if (y && training && running_mean) {
         double count = (double)(x->numel / x->shape[1]);
         if (update_running(running_mean, mean, momentum) ||
@@ -378,7 +385,9 @@ static bilo_tensor *cnn_block(bilo_tensor *h, bilo_tensor *const *p, bilo_tensor
     h = bilo_nn_conv2d(h, p[0], p[1], &same);
     h = bilo_nn_batch_norm(h, p[2], p[3], stats ? stats[0] : NULL, stats ? stats[1] : NULL,
                            training, 0.1, 1e-5);
-    return bilo_nn_max_pool2d(bilo_relu(h), 2, 2, 0);
+    /* relu and the max over a window commute exactly (gradients included: a window whose
+       maximum is <= 0 passes none either way), so relu runs on the pooled quarter. */
+    return bilo_relu(bilo_nn_max_pool2d(h, 2, 2, 0));
 }
 
 bilo_tensor *bilo_nn_cnn4_forward(const bilo_nn_cnn4 *m, bilo_tensor *const *params,

@@ -62,36 +62,92 @@ static bool cols_shape(const char *op, const conv_geom *g, int64_t shape[3])
     return true;
 }
 
+/* The outputs o in [0, count) whose input position o·stride + offset lies in [0, limit), as
+   [*lo, *hi) (empty when *lo == *hi): the taps inside the image, so the loops over them need no
+   bounds test and vectorize. */
+static void inside_range(int64_t offset, int64_t stride, int64_t limit, int64_t count,
+                         int64_t *lo, int64_t *hi)
+{
+    int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    int64_t end = limit <= offset ? 0 : (limit - offset + stride - 1) / stride;
+    *lo = first < count ? first : count;
+    *hi = end < *lo ? *lo : end < count ? end : count;
+}
+
 /* One (n, c) plane: img [H, W] and its kh*kw rows of cols, each [OH, OW]. im2col reads the
    image (zero outside it); col2im zeroes the plane, then adds the rows in (ki, kj, oh, ow)
-   order. */
+   order, so every pixel sums its contributions in one fixed order. */
 #define CONV_PLANE_KERNELS(T)                                                                 \
-    static void im2col_plane_##T(const conv_geom *g, const T *img, T *cols)                   \
+    /* One kernel tap's [OH, OW] rows of cols, row by row. */                                 \
+    static void im2col_tap_rows_##T(const conv_geom *g, const T *restrict img,                \
+                                    T *restrict cols, int64_t ki, int64_t off, int64_t lo,    \
+                                    int64_t hi)                                               \
     {                                                                                         \
-        for (int64_t ki = 0; ki < g->kh; ki++)                                                \
-            for (int64_t kj = 0; kj < g->kw; kj++)                                            \
-                for (int64_t oh = 0; oh < g->OH; oh++) {                                      \
-                    int64_t ih = oh * g->sh - g->ph + ki * g->dh;                             \
-                    bool row_in = ih >= 0 && ih < g->H;                                       \
-                    for (int64_t ow = 0; ow < g->OW; ow++) {                                  \
-                        int64_t iw = ow * g->sw - g->pw + kj * g->dw;                         \
-                        *cols++ = row_in && iw >= 0 && iw < g->W ? img[ih * g->W + iw] : 0;   \
-                    }                                                                         \
-                }                                                                             \
+        for (int64_t oh = 0; oh < g->OH; oh++, cols += g->OW) {                               \
+            int64_t ih = oh * g->sh - g->ph + ki * g->dh;                                     \
+            if (ih < 0 || ih >= g->H) {                                                       \
+                memset(cols, 0, (size_t)g->OW * sizeof(T));                                   \
+                continue;                                                                     \
+            }                                                                                 \
+            const T *src = img + ih * g->W;                                                   \
+            for (int64_t ow = 0; ow < lo; ow++) cols[ow] = 0;                                 \
+            if (g->sw == 1)                                                                   \
+                for (int64_t ow = lo; ow < hi; ow++) cols[ow] = src[ow + off];                \
+            else                                                                              \
+                for (int64_t ow = lo; ow < hi; ow++) cols[ow] = src[ow * g->sw + off];        \
+            for (int64_t ow = hi; ow < g->OW; ow++) cols[ow] = 0;                             \
+        }                                                                                     \
     }                                                                                         \
-    static void col2im_plane_##T(const conv_geom *g, T *img, const T *cols)                   \
+    /* The same for stride 1 and OW == W (a "same" convolution): the tap's in-image rows are  \
+       one contiguous run of the image shifted by a constant, copied at once; then the        \
+       columns outside the image are zeroed. */                                               \
+    static void im2col_tap_flat_##T(const conv_geom *g, const T *restrict img,                \
+                                    T *restrict cols, int64_t ki, int64_t off, int64_t lo,    \
+                                    int64_t hi)                                               \
+    {                                                                                         \
+        int64_t row_off = ki * g->dh - g->ph, rlo, rhi;                                       \
+        inside_range(row_off, 1, g->H, g->OH, &rlo, &rhi);                                    \
+        memset(cols, 0, (size_t)(rlo * g->OW) * sizeof(T));                                   \
+        memset(cols + rhi * g->OW, 0, (size_t)((g->OH - rhi) * g->OW) * sizeof(T));           \
+        int64_t first = rlo * g->OW + lo, end = (rhi - 1) * g->OW + hi;                       \
+        if (lo < hi && rlo < rhi)                                                             \
+            memcpy(cols + first, img + first + row_off * g->W + off,                          \
+                   (size_t)(end - first) * sizeof(T));                                        \
+        for (int64_t oh = rlo; oh < rhi; oh++) {                                              \
+            T *row = cols + oh * g->OW;                                                       \
+            for (int64_t ow = 0; ow < lo; ow++) row[ow] = 0;                                  \
+            for (int64_t ow = hi > lo ? hi : lo; ow < g->OW; ow++) row[ow] = 0;               \
+        }                                                                                     \
+    }                                                                                         \
+    static void im2col_plane_##T(const conv_geom *g, const T *restrict img, T *restrict cols) \
+    {                                                                                         \
+        bool flat = g->sh == 1 && g->sw == 1 && g->OW == g->W;                                \
+        for (int64_t ki = 0; ki < g->kh; ki++)                                                \
+            for (int64_t kj = 0; kj < g->kw; kj++, cols += g->OH * g->OW) {                   \
+                int64_t off = kj * g->dw - g->pw, lo, hi;                                     \
+                inside_range(off, g->sw, g->W, g->OW, &lo, &hi);                              \
+                (flat ? im2col_tap_flat_##T : im2col_tap_rows_##T)(g, img, cols, ki, off, lo, \
+                                                                   hi);                       \
+            }                                                                                 \
+    }                                                                                         \
+    static void col2im_plane_##T(const conv_geom *g, T *restrict img, const T *restrict cols) \
     {                                                                                         \
         memset(img, 0, (size_t)(g->H * g->W) * sizeof(T));                                    \
         for (int64_t ki = 0; ki < g->kh; ki++)                                                \
-            for (int64_t kj = 0; kj < g->kw; kj++)                                            \
-                for (int64_t oh = 0; oh < g->OH; oh++) {                                      \
+            for (int64_t kj = 0; kj < g->kw; kj++) {                                          \
+                int64_t off = kj * g->dw - g->pw, lo, hi;                                     \
+                inside_range(off, g->sw, g->W, g->OW, &lo, &hi);                              \
+                for (int64_t oh = 0; oh < g->OH; oh++, cols += g->OW) {                       \
                     int64_t ih = oh * g->sh - g->ph + ki * g->dh;                             \
-                    bool row_in = ih >= 0 && ih < g->H;                                       \
-                    for (int64_t ow = 0; ow < g->OW; ow++, cols++) {                          \
-                        int64_t iw = ow * g->sw - g->pw + kj * g->dw;                         \
-                        if (row_in && iw >= 0 && iw < g->W) img[ih * g->W + iw] += *cols;     \
-                    }                                                                         \
+                    if (ih < 0 || ih >= g->H) continue;                                       \
+                    T *dst = img + ih * g->W;                                                 \
+                    if (g->sw == 1)                                                           \
+                        for (int64_t ow = lo; ow < hi; ow++) dst[ow + off] += cols[ow];       \
+                    else                                                                      \
+                        for (int64_t ow = lo; ow < hi; ow++)                                  \
+                            dst[ow * g->sw + off] += cols[ow];                                \
                 }                                                                             \
+            }                                                                                 \
     }
 
 CONV_PLANE_KERNELS(float)

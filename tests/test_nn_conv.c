@@ -66,6 +66,12 @@ static void test_conv_values(void)
         {{2, 2, 1, 1, 1, 1}, true, "stride 2, padding 1"},
         {{2, 1, 0, 2, 2, 1}, false, "stride (2,1), padding (0,2), dilation (2,1), no bias"},
         {{1, 3, 2, 1, 1, 2}, true, "stride (1,3), padding (2,1), dilation (1,2)"},
+        /* padding wider than the kernel: whole output columns and rows read only padding */
+        {{3, 3, 2, 3, 1, 1}, true, "stride 3, padding (2,3) wider than the 3x2 kernel"},
+        {{2, 2, 3, 3, 2, 2}, false, "stride 2, padding 3, dilation 2, no bias"},
+        /* stride 1 and output width = input width: the taps copied as whole runs */
+        {{1, 1, 1, 1, 1, 2}, true, "stride 1, padding 1, dilation (1,2): same width"},
+        {{1, 1, 3, 1, 2, 2}, true, "stride 1, padding (3,1), dilation 2: same width"},
     };
     bilo_scope_begin();
     bilo_tensor *x = randn4(2, 3, 7, 6), *w = randn4(4, 3, 3, 2);
@@ -103,6 +109,13 @@ static bilo_tensor *fn_conv_dilated(bilo_tensor *const *in, void *u)
     return bilo_nn_conv2d(in[0], in[1], NULL, &o);
 }
 
+static bilo_tensor *fn_conv_wide_padding(bilo_tensor *const *in, void *u)
+{
+    (void)u;
+    static const bilo_conv2d_opts o = {.stride_h = 3, .stride_w = 2, .pad_h = 3, .pad_w = 4};
+    return bilo_nn_conv2d(in[0], in[1], in[2], &o);
+}
+
 static void test_conv_derivatives(void)
 {
     bilo_scope_begin();
@@ -110,6 +123,8 @@ static void test_conv_derivatives(void)
                           param(bilo_randn(BILO_F64, BILO_SHAPE(3), &rng))};
     check_derivatives("conv2d stride 2 padding 1 (x, weight, bias)", fn_conv, in, 3, NULL);
     check_derivatives("conv2d dilation 2 (x, weight)", fn_conv_dilated, in, 2, NULL);
+    check_derivatives("conv2d stride (3,2), padding (3,4) wider than the kernel (x, weight, bias)",
+                      fn_conv_wide_padding, in, 3, NULL);
     bilo_scope_end();
 }
 
@@ -141,7 +156,7 @@ static void test_pool_values(void)
 {
     static const struct {
         int k, s, p;
-    } cases[] = {{2, 0, 0}, {3, 2, 1}, {3, 1, 1}, {2, 3, 0}};
+    } cases[] = {{2, 0, 0}, {3, 2, 1}, {3, 1, 1}, {2, 3, 0}, {2, 2, 1}, {3, 3, 1}};
     bilo_scope_begin();
     /* Shifted down so most values are negative: padding must not win a max. */
     bilo_tensor *x = bilo_add_scalar(randn4(2, 3, 7, 6), -2.0);
@@ -244,6 +259,19 @@ static bilo_tensor *fn_bn(bilo_tensor *const *in, void *u)
     return bilo_nn_batch_norm(in[0], in[1], in[2], NULL, NULL, true, 0.1, 1e-5);
 }
 
+static bilo_tensor *fn_bn_plain(bilo_tensor *const *in, void *u)
+{
+    (void)u;
+    return bilo_nn_batch_norm(in[0], NULL, NULL, NULL, NULL, true, 0.1, 1e-5);
+}
+
+/* Eval mode with the running statistics in u (mean, then var). */
+static bilo_tensor *fn_bn_eval(bilo_tensor *const *in, void *u)
+{
+    bilo_tensor *const *running = u;
+    return bilo_nn_batch_norm(in[0], in[1], in[2], running[0], running[1], false, 0.1, 1e-5);
+}
+
 static void test_batch_norm_derivatives(void)
 {
     bilo_scope_begin();
@@ -255,6 +283,13 @@ static void test_batch_norm_derivatives(void)
                            param(bilo_randn(BILO_F64, BILO_SHAPE(3), &rng)),
                            param(bilo_randn(BILO_F64, BILO_SHAPE(3), &rng))};
     check_derivatives("batch_norm [N,C] training (x, gamma, beta)", fn_bn, in2, 3, NULL);
+    bilo_tensor *odd = param(randn4(2, 3, 3, 5));
+    check_derivatives("batch_norm [2,3,3,5] training, no gamma or beta", fn_bn_plain, &odd, 1, NULL);
+    bilo_tensor *in_eval[3] = {odd, param(bilo_randn(BILO_F64, BILO_SHAPE(3), &rng)),
+                               param(bilo_randn(BILO_F64, BILO_SHAPE(3), &rng))};
+    bilo_tensor *running[2] = {bilo_randn(BILO_F64, BILO_SHAPE(3), &rng),
+                               bilo_add_scalar(bilo_rand(BILO_F64, BILO_SHAPE(3), &rng), 0.5)};
+    check_derivatives("batch_norm [2,3,3,5] eval (x, gamma, beta)", fn_bn_eval, in_eval, 3, running);
     bilo_scope_end();
 }
 
@@ -333,6 +368,105 @@ static void test_cnn4(void)
     for (int i = 0; i < 8; i++) bilo_release(stats[i]);
 }
 
+enum { CNN_T = 18 };
+
+/* The gradients of the mean cross-entropy of the cnn4 logits (training mode, no running
+   statistics) into g; the logits are returned. */
+static bilo_tensor *cnn4_grads(const bilo_nn_cnn4 *m, bilo_tensor *const *p, bilo_tensor *x,
+                               bilo_tensor *labels, bilo_tensor **g)
+{
+    bilo_tensor *logits = bilo_nn_cnn4_forward(m, p, NULL, x, true);
+    bilo_tensor *loss = bilo_nn_cross_entropy(logits, labels, BILO_REDUCE_MEAN);
+    return bilo_grad(&loss, 1, NULL, p, CNN_T, g, 0) == 0 ? logits : NULL;
+}
+
+/* The same network written out block by block in the textbook order conv, batch norm, relu,
+   max pool. */
+static bilo_tensor *cnn4_textbook(bilo_tensor *const *p, bilo_tensor *x)
+{
+    static const bilo_conv2d_opts same = {.pad_h = 1, .pad_w = 1};
+    for (int b = 0; b < 4; b++) {
+        bilo_tensor *const *q = p + 4 * b;
+        x = bilo_nn_batch_norm(bilo_nn_conv2d(x, q[0], q[1], &same), q[2], q[3], NULL, NULL, true,
+                               0.1, 1e-5);
+        x = bilo_nn_max_pool2d(bilo_relu(x), 2, 2, 0);
+    }
+    return bilo_nn_linear(bilo_nn_flatten(x), p[16], p[17]);
+}
+
+static double max_abs_diff(bilo_tensor *a, bilo_tensor *b)
+{
+    if (!a || !b || bilo_numel(a) != bilo_numel(b)) return INFINITY;
+    double worst = 0;
+    for (int64_t i = 0; i < bilo_numel(a); i++)
+        worst = fmax(worst, fabs(bilo_get_flat(a, i) - bilo_get_flat(b, i)));
+    return worst;
+}
+
+/* cnn4 pools before its relu; the textbook order must give the same logits and gradients. */
+static void test_cnn4_matches_textbook_order(void)
+{
+    const bilo_nn_cnn4 m = {.height = 28, .width = 28, .hidden = 3, .n_classes = 4,
+                            .dtype = BILO_F64};
+    bilo_tensor *p[CNN_T];
+    bilo_rng init = bilo_rng_make(11, 0);
+    if (bilo_nn_cnn4_init(&m, &init, p) != 0) {
+        tap_ok(0, "cnn4 init: %s", bilo_last_error());
+        return;
+    }
+    for (int i = 0; i < CNN_T; i++) bilo_set_requires_grad(p[i], true);
+    bilo_scope_begin();
+    bilo_tensor *x = bilo_randn(BILO_F64, BILO_SHAPE(5, 1, 28, 28), &rng);
+    bilo_tensor *labels = bilo_from_data(BILO_I64, BILO_SHAPE(5), (int64_t[]){0, 1, 2, 3, 1});
+    bilo_tensor *g[CNN_T], *g_ref[CNN_T];
+    bilo_tensor *logits = cnn4_grads(&m, p, x, labels, g);
+    bilo_tensor *ref = cnn4_textbook(p, x);
+    bilo_tensor *ref_loss = bilo_nn_cross_entropy(ref, labels, BILO_REDUCE_MEAN);
+    bool ok = logits && bilo_grad(&ref_loss, 1, NULL, p, CNN_T, g_ref, 0) == 0;
+    double worst = ok ? max_abs_diff(logits, ref) : INFINITY;
+    for (int i = 0; ok && i < CNN_T; i++) worst = fmax(worst, max_abs_diff(g[i], g_ref[i]));
+    tap_ok(ok && worst < 1e-12, "cnn4 logits and gradients equal conv-BN-relu-pool's (max diff %.3g)",
+           worst);
+    bilo_scope_end();
+    for (int i = 0; i < CNN_T; i++) bilo_release(p[i]);
+}
+
+static bool same_bits(bilo_tensor *a, bilo_tensor *b)
+{
+    return a && b && bilo_numel(a) == bilo_numel(b) &&
+           !memcmp(bilo_data(a), bilo_data(b), (size_t)bilo_numel(a) * sizeof(float));
+}
+
+/* f32 cnn4 gradients at 1 and 2 threads, on sizes large enough to split the work. */
+static void test_cnn4_thread_independent(void)
+{
+    const bilo_nn_cnn4 m = {.height = 28, .width = 28, .hidden = 16, .n_classes = 10,
+                            .dtype = BILO_F32};
+    bilo_tensor *p[CNN_T];
+    bilo_rng init = bilo_rng_make(12, 0);
+    if (bilo_nn_cnn4_init(&m, &init, p) != 0) {
+        tap_ok(0, "cnn4 init: %s", bilo_last_error());
+        return;
+    }
+    for (int i = 0; i < CNN_T; i++) bilo_set_requires_grad(p[i], true);
+    bilo_scope_begin();
+    bilo_tensor *x = bilo_randn(BILO_F32, BILO_SHAPE(32, 1, 28, 28), &rng);
+    bilo_tensor *labels = bilo_zeros(BILO_I64, BILO_SHAPE(32));
+    for (int64_t i = 0; i < 32; i++) bilo_set_flat(labels, i, (double)(i % 10));
+    bilo_tensor *g1[CNN_T], *g2[CNN_T];
+    int threads = bilo_get_num_threads();
+    bilo_set_num_threads(1);
+    bilo_tensor *y1 = cnn4_grads(&m, p, x, labels, g1);
+    bilo_set_num_threads(2);
+    bilo_tensor *y2 = cnn4_grads(&m, p, x, labels, g2);
+    bilo_set_num_threads(threads);
+    bool same = same_bits(y1, y2);
+    for (int i = 0; same && i < CNN_T; i++) same = same_bits(g1[i], g2[i]);
+    tap_ok(same, "cnn4 f32 logits and gradients are bit-identical at 1 and 2 threads");
+    bilo_scope_end();
+    for (int i = 0; i < CNN_T; i++) bilo_release(p[i]);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void)
@@ -392,6 +526,8 @@ int main(void)
     test_batch_norm_values();
     test_batch_norm_derivatives();
     test_cnn4();
+    test_cnn4_matches_textbook_order();
+    test_cnn4_thread_independent();
     test_errors();
     return tap_done();
 }
