@@ -19,8 +19,9 @@
  *
  * With --csv [--quick] it prints bench/run.sh's rows instead: ITD T = 100, AID-CG T = 100
  * K = 10 and ESJ Q = 10 T = 100 (Gaussian directions, μ = 0.01) seconds per hypergradient at 1
- * and 2 threads (rounds of one bilo step per row, then one torch process for all rows,
- * torch_common.set_threads setting torch's and OpenBLAS's threads), ESJ's 2-thread speedup,
+ * and 2 threads (rounds of an untimed ITD T = 10 step and one bilo step per row, then one
+ * torch process for all rows, which warms up the same way; torch_common.set_threads sets
+ * torch's and OpenBLAS's threads), ESJ's 2-thread speedup,
  * and ITD T = 1000 peak memory above the start of the hypergradient (bilo: its
  * allocator's peak; torch: the resident-memory high-water mark). */
 #include "bilo.h"
@@ -187,6 +188,9 @@ static const config csv_timed[CSV_TIMED] = {
                  "Q=10,T=100,mu=0.01,directions=gaussian,optim=sgd,lr=0.1,reset=1", 1},
 };
 static const config csv_memory = {"itd_T1000", "itd", "T=1000,lr=0.1,reset=1", 1};
+/* Run untimed at the start of every round, as the peer runs it at the start of its process:
+   both sides then time their rows with the data back in cache after the other side ran. */
+static const config csv_warmup = {"itd_T10", "itd", "T=10,lr=0.1,reset=1", 1};
 
 /* Seconds of one hypergradient step of every (config, threads) row, after a warm-up step. */
 typedef struct {
@@ -252,13 +256,15 @@ static void csv_times(dataset *ds, const char *script, int rounds)
     }
     snprintf(cmd, sizeof cmd,
              "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 '%s' --configs %s,%s,%s --threads 1,2 "
-             "--reps 1 --warmup itd_T10", script ? script : "", csv_timed[0].label,
-             csv_timed[1].label, csv_timed[2].label);
-    csv_run runs[CSV_TIMED];
+             "--reps 1 --warmup %s", script ? script : "", csv_timed[0].label,
+             csv_timed[1].label, csv_timed[2].label, csv_warmup.label);
+    csv_run runs[CSV_TIMED], warmup = csv_run_make(ds, &csv_warmup);
     for (int c = 0; c < CSV_TIMED; c++) runs[c] = csv_run_make(ds, &csv_timed[c]);
     double ours[CSV_ROWS][CSV_MAX_ROUNDS], torch[CSV_ROWS][CSV_MAX_ROUNDS];
     bool torch_ok = script != NULL;
     for (int r = 0; r < rounds; r++) {
+        bilo_set_num_threads(1);
+        csv_step_seconds(&warmup, csv_warmup.label);
         for (int i = 0; i < CSV_ROWS; i++) {
             bilo_set_num_threads(i % 2 + 1);
             ours[i][r] = csv_step_seconds(&runs[i / 2], csv_timed[i / 2].label);
@@ -271,6 +277,7 @@ static void csv_times(dataset *ds, const char *script, int rounds)
         }
     }
     for (int c = 0; c < CSV_TIMED; c++) csv_run_free(&runs[c]);
+    csv_run_free(&warmup);
     bilo_set_num_threads(1);
     const speedups esj = esj_speedups(ours, torch, rounds); /* before the rows sort them */
     for (int i = 0; i < CSV_ROWS; i++) {
