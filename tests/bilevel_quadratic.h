@@ -179,6 +179,14 @@ static inline void read_list(bilo_tensor *const *ts, int n, double *out)
 
 static const double XP[NX] = {0.7, -1.1, 0.4};
 
+/* The usual start of a test: the one-tensor quadratic with spectrum lambda, at x = XP, y = 0. */
+static inline void make_quad_at_xp(quad *q, vars *v, const double *lambda)
+{
+    const double zero[NY] = {0};
+    make_quad(q, lambda, 1, 1);
+    make_vars(v, q, XP, zero);
+}
+
 /* Relative error of e's hypergradient at (XP, y) against ∇Φ(XP); -1 on failure. */
 static inline double hyper_error(bilo_estimator *e, vars *v, const quad *q, const double *y)
 {
@@ -270,10 +278,8 @@ static inline void quad_expect_rejected(const char *name, const char *opts, cons
                                         const char *needle)
 {
     quad q;
-    make_quad(&q, lambda, 1, 1);
-    const double zero[NY] = {0};
     vars v;
-    make_vars(&v, &q, XP, zero);
+    make_quad_at_xp(&q, &v, lambda);
     bilo_clear_error();
     bilo_estimator *e = bilo_estimator_new(name, &v.p, opts);
     tap_ok(!e && bilo_errcode() == BILO_EINVAL && strstr(bilo_last_error(), needle),

@@ -268,10 +268,8 @@ static void test_counters(const char *name, const char *opts, int64_t hvps, int6
                           int64_t g, double want_lr)
 {
     quad q;
-    make_quad(&q, LAMBDA, 1, 1);
-    const double zero[NY] = {0};
     vars v;
-    make_vars(&v, &q, XP, zero);
+    make_quad_at_xp(&q, &v, LAMBDA);
     bilo_estimator *e = made(bilo_estimator_new(name, &v.p, opts), name);
     bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.lr = 0.01}, v.x, 1);
     bilo_cost last, total;
@@ -468,10 +466,8 @@ static void test_resume(const char *name, const char *opts)
 static void test_presets(void)
 {
     quad q;
-    make_quad(&q, LAMBDA, 1, 1);
-    const double zero[NY] = {0};
     vars v;
-    make_vars(&v, &q, XP, zero);
+    make_quad_at_xp(&q, &v, LAMBDA);
     bilo_estimator *e = made(bilo_estimator_new("penalty", &v.p, NULL), "penalty");
     const bilo_penalty_opts *po = e ? e->opts : NULL;
     tap_ok(po && po->inner.T == 20 && po->inner.optim.kind == BILO_OPTIM_ADAM &&
@@ -500,10 +496,8 @@ static void test_presets(void)
 static void test_failures(const char *name)
 {
     quad q;
-    make_quad(&q, LAMBDA, 1, 1);
-    const double zero[NY] = {0};
     vars v;
-    make_vars(&v, &q, XP, zero);
+    make_quad_at_xp(&q, &v, LAMBDA);
     bilo_estimator *e = made(bilo_estimator_new(name, &v.p, "T=2"), name);
     bilo_optim *outer = bilo_optim_new(&(bilo_optim_opts){.lr = 0.01}, v.x, 1);
     char what[2][96];
@@ -528,10 +522,8 @@ static void test_failures(const char *name)
 static void test_bad_options(void)
 {
     quad q;
-    make_quad(&q, LAMBDA, 1, 1);
-    const double zero[NY] = {0};
     vars v;
-    make_vars(&v, &q, XP, zero);
+    make_quad_at_xp(&q, &v, LAMBDA);
     bilo_clear_error();
     check_error(!bilo_estimator_new("soba", &v.p, "lr=-0.5"), BILO_EINVAL, "'-0.5'",
                 "soba: a negative lr by name is rejected naming it");
