@@ -46,7 +46,7 @@ fi
 [ -x "$build/bench/bench_gemm" ] || meson configure "$build" -Dbench=true
 ninja -C "$build" >/dev/null
 
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+[ -n "${OMP_WAIT_POLICY:-}" ] && export OMP_WAIT_POLICY
 export BILO_SOURCE_DIR="$src"
 
 rows=$(mktemp)
@@ -63,7 +63,7 @@ done
 cp "$rows" "$out"
 
 echo
-echo "bilo benchmark suite ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, OMP_WAIT_POLICY=$OMP_WAIT_POLICY${quick:+, quick})"
+echo "bilo benchmark suite ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset (libgomp default)}${quick:+, quick})"
 echo "median of interleaved rounds; ratio > 1: bilo better"
 awk -F, 'NR == 1 {
         printf "%-36s %2s %-7s %10s  %-10s %10s %7s  %-21s %s\n", "workload", "th", "unit",
