@@ -15,9 +15,11 @@
 #
 # Threads: every workload runs at the thread count in its row for bilo (bilo_set_num_threads)
 # and its peer (openblas_set_num_threads; torch.set_num_threads plus torch's OpenBLAS pool).
-# OMP_WAIT_POLICY defaults to PASSIVE for bilo and the peers alike: on a shared 2-core
-# machine, spinning OpenMP workers stall every barrier (see research/peers.md); export it to
-# override. --quick: fewer and shorter rounds (about 5 minutes instead of 10).
+# OMP_WAIT_POLICY: bilo runs with libgomp's default (workers spin briefly, then sleep)
+# unless you export one; PASSIVE costs bilo a 25-40 us wake-up per parallel region, while
+# OpenBLAS's own pool spins by default. The PyTorch peers always run with PASSIVE, their best
+# setting here (oversubscribed spinning workers stall their barriers, research/peers.md).
+# --quick: fewer and shorter rounds (about 5 minutes instead of 10).
 # --openblas-core NAME: OPENBLAS_CORETYPE for the GEMM peer (e.g. Haswell, to compare with
 # OpenBLAS's AVX2 kernels where it would pick AVX-512 ones).
 set -eu
