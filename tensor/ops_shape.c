@@ -2,6 +2,7 @@
    are copies through one strided-copy engine; index_select/index_add, gather/scatter_add and
    one_hot walk index tensors; sum_to reduces in a fixed order; cast converts dtypes.
    Copies move elements as raw 4- or 8-byte units, so f32, f64 and i64 share one path. */
+#include "kernels.h"
 #include "parallel.h"
 #include "tensor_impl.h"
 
@@ -801,8 +802,9 @@ BILO_API bilo_tensor *bilo_expand(bilo_tensor *x, int ndim, const int64_t *shape
 }
 
 /* Sums out[j0 .. j0+m) (m <= SUM_TILE): `kept` walks x over the axes out keeps, `reduced`
-   over the axes summed away. Each output adds its reduced elements in row-major order into
-   a double, so the result does not depend on how outputs are split into tiles or threads. */
+   over the axes summed away. Each output adds its reduced elements into a double in
+   row-major order, in runs where the last reduced axis is contiguous (below), so the result
+   does not depend on how outputs are split into tiles or threads. */
 static void sum_tile(bilo_tensor *out, const bilo_tensor *x, const strided_plan *kept,
                      const strided_plan *reduced, int64_t j0, int64_t m)
 {
@@ -813,18 +815,30 @@ static void sum_tile(bilo_tensor *out, const bilo_tensor *x, const strided_plan 
     for (int64_t t = 0; t < m; t++, walker_advance(&w, 1)) koff[t] = w.a;
     if (reduced->numel) walker_start(&w, reduced, 0);
     /* Kept elements adjacent in x (a bias gradient: [rows, n] -> [n]): the same additions
-       read straight along the row, which vectorizes, instead of through koff. */
+       read straight along the row, which vectorizes, instead of through koff. Otherwise,
+       when the last reduced axis is contiguous (a per-channel sum, [N, C, H, W] ->
+       [1, C, 1, 1]), each output sums whole runs of it with the vector sum kernel instead
+       of stepping the walker once per element. */
     const bool adjacent = kept->ndim == 1 && kept->a[0] == 1;
-#define SUM_REDUCED(T)                                                                \
-    for (int64_t r = 0; r < reduced->numel; r++, walker_advance(&w, 1)) {            \
+    const int last = reduced->ndim - 1;
+    const int64_t run = !adjacent && reduced->a[last] == 1 ? reduced->shape[last] : 1;
+    const bilo_kernels *k = bilo__kernels();
+#define SUM_REDUCED(T, SUM)                                                           \
+    for (int64_t r = 0; r < reduced->numel; r += run, walker_advance(&w, run)) {     \
         const T *xp = (const T *)bilo__ptr(x) + w.a;                                  \
         if (adjacent)                                                                 \
             for (int64_t t = 0, k0 = koff[0]; t < m; t++) acc[t] += xp[k0 + t];       \
+        else if (run > 1)                                                             \
+            for (int64_t t = 0; t < m; t++) acc[t] += k->SUM(xp + koff[t], run);      \
         else                                                                          \
             for (int64_t t = 0; t < m; t++) acc[t] += xp[koff[t]];                    \
     }                                                                                 \
     for (int64_t t = 0; t < m; t++) ((T *)bilo__ptr(out))[j0 + t] = (T)acc[t];
-    BY_FLOAT_TYPE(x->dtype, SUM_REDUCED);
+    if (x->dtype == BILO_F32) {
+        SUM_REDUCED(float, sum_f32)
+    } else {
+        SUM_REDUCED(double, sum_f64)
+    }
 #undef SUM_REDUCED
 }
 

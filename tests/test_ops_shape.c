@@ -511,6 +511,51 @@ static void test_expand_sum_to(void)
                  "bilo_sum_to", NULL, "sum_to on i64");
 }
 
+/* sum_to over [N, C, H, W] to the shapes that reduce whole contiguous runs (per-channel,
+   per-sample, per-pixel sums) and to ones that do not, against a loop over the index formula.
+   The values are multiples of 1/8 below 2^7, so every sum is exact in a double and the result
+   must be that sum rounded once, whatever the order of additions; also 1 against 2 threads. */
+static void test_sum_to_runs(void)
+{
+    const int64_t n = 8, c = 64, h = 32, w = 32;
+    const int64_t targets[][4] = {{1, c, 1, 1}, {n, 1, 1, 1}, {1, 1, h, w}, {1, c, 1, w},
+                                  {n, c, 1, 1}, {1, 1, 1, 1}};
+    for (int k = 0; k < N_(FLOAT_DTYPES); k++) {
+        const bilo_dtype dt = FLOAT_DTYPES[k];
+        bilo_tensor *x = bilo_empty(dt, BILO_SHAPE(n, c, h, w));
+        for (int64_t i = 0; i < n * c * h * w; i++)
+            bilo_set_flat(x, i, (double)((i * 7919) % 1001) / 8 - 60);
+        for (int t = 0; t < N_(targets); t++) {
+            const int64_t *to = targets[t];
+            const int64_t numel = to[0] * to[1] * to[2] * to[3];
+            double *want = calloc((size_t)numel, sizeof *want);
+            for (int64_t i = 0; i < n * c * h * w; i++) {
+                const int64_t in = i / (c * h * w), ic = i / (h * w) % c, ih = i / w % h,
+                              iw = i % w;
+                const int64_t o = ((in % to[0] * to[1] + ic % to[1]) * to[2] + ih % to[2]) * to[3] +
+                                  iw % to[3];
+                want[o] += bilo_get_flat(x, i);
+            }
+            if (dt == BILO_F32) /* the exact sum, rounded once to the result's dtype */
+                for (int64_t o = 0; o < numel; o++) want[o] = (float)want[o];
+            bilo_tensor *by_threads[2];
+            for (int nt = 1; nt <= 2; nt++) {
+                bilo_set_num_threads(nt);
+                by_threads[nt - 1] = bilo_sum_to(x, 4, to);
+            }
+            bilo_set_num_threads(0);
+            char name[96];
+            snprintf(name, sizeof name, "sum_to [8,64,32,32] -> [%lld,%lld,%lld,%lld]",
+                     (long long)to[0], (long long)to[1], (long long)to[2], (long long)to[3]);
+            expect(by_threads[0], dt, 4, to, want, name);
+            tap_ok(by_threads[1] && memcmp(bilo_data(by_threads[0]), bilo_data(by_threads[1]),
+                                           (size_t)numel * bilo_dtype_size(dt)) == 0,
+                   "%s identical at 1 and 2 threads (%s)", name, bilo_dtype_name(dt));
+            free(want);
+        }
+    }
+}
+
 /* ---- clone / cast ----------------------------------------------------------------------- */
 
 static void test_clone_cast(void)
@@ -783,6 +828,7 @@ int main(void)
     test_gather_scatter();
     test_one_hot();
     test_expand_sum_to();
+    test_sum_to_runs();
     test_clone_cast();
     test_null_propagation();
     test_im2col_values();
