@@ -233,25 +233,29 @@ static void softmax_cross_entropy_backward_backward(const bilo_rule_ctx *c)
 
 /* ---- linear algebra ------------------------------------------------------------------- */
 
-/* A batched gradient of an operand shared across the batch (2-D) sums over the batch. */
-static bilo_tensor *sum_batch_to(bilo_tensor *t, const bilo_tensor *like)
-{
-    return t && t->ndim > like->ndim ? bilo_sum(t, 0, false) : t;
-}
-
 /* y = op(a) op(b): d op(a) = g op(b)^T and d op(b) = op(a)^T g, written with transpose flags
-   so no transposed copy is made. */
-static void matmul_backward(const bilo_rule_ctx *c)
+   so no transposed copy is made, each computed by `product`: bilo_matmul_t, or, for an
+   operand shared across the batch of g, bilo_matmul_batch_sum (the sum over the batch
+   without the per-entry products). */
+typedef bilo_tensor *(*product_fn)(bilo_tensor *, bilo_tensor *, bool, bool);
+static void product_backward(const bilo_rule_ctx *c, product_fn product_a, product_fn product_b)
 {
     bool ta = c->attrs->trans_a, tb = c->attrs->trans_b;
-    if (c->need[0]) {
-        bilo_tensor *da = ta ? bilo_matmul_t(X1, G, tb, true) : bilo_matmul_t(G, X1, false, !tb);
-        c->gx[0] = sum_batch_to(da, X0);
-    }
-    if (c->need[1]) {
-        bilo_tensor *db = tb ? bilo_matmul_t(G, X0, true, ta) : bilo_matmul_t(X0, G, !ta, false);
-        c->gx[1] = sum_batch_to(db, X1);
-    }
+    if (c->need[0]) c->gx[0] = ta ? product_a(X1, G, tb, true) : product_a(G, X1, false, !tb);
+    if (c->need[1]) c->gx[1] = tb ? product_b(G, X0, true, ta) : product_b(X0, G, !ta, false);
+}
+static product_fn product_for(const bilo_tensor *operand, const bilo_tensor *g)
+{
+    return operand->ndim < g->ndim ? bilo_matmul_batch_sum : bilo_matmul_t;
+}
+static void matmul_backward(const bilo_rule_ctx *c)
+{
+    product_backward(c, product_for(X0, G), product_for(X1, G));
+}
+/* y = Σ_i op(a_i) op(b_i): the same formulas per batch entry, g shared by all. */
+static void matmul_batch_sum_backward(const bilo_rule_ctx *c)
+{
+    product_backward(c, bilo_matmul_t, bilo_matmul_t);
 }
 /* y = a b^T for vectors: da = g b, db = g^T a */
 static void outer_backward(const bilo_rule_ctx *c)
@@ -464,6 +468,7 @@ static const bilo_op_rule rules[BILO_OP_COUNT] = {
     [BILO_OP_SOFTMAX] = {"softmax", softmax_backward, IN(0), OUTPUT, SHAPE_ONLY(IN(0))},
     [BILO_OP_LOG_SOFTMAX] = {"log_softmax", log_softmax_backward, IN(0), OUTPUT, SHAPE_ONLY(IN(0))},
     [BILO_OP_MATMUL] = {"matmul", matmul_backward, IN(0) | IN(1), INPUTS, PRODUCT},
+    [BILO_OP_MATMUL_BATCH_SUM] = {"matmul_batch_sum", matmul_batch_sum_backward, IN(0) | IN(1), INPUTS, PRODUCT},
     [BILO_OP_OUTER] = {"outer", outer_backward, IN(0) | IN(1), INPUTS, PRODUCT},
     [BILO_OP_RESHAPE] = {"reshape", reshape_backward, IN(0), INPUTS, SHAPE_ONLY(IN(0))},
     [BILO_OP_PERMUTE] = {"permute", permute_backward, IN(0), INPUTS, SAVES_INPUTS},

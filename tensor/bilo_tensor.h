@@ -255,6 +255,11 @@ BILO_API bilo_tensor *bilo_softmax_cross_entropy_backward(bilo_tensor *logits,
    2-D × 2-D, 3-D × 3-D (same batch), 3-D × 2-D and 2-D × 3-D (the 2-D side is shared). */
 BILO_API bilo_tensor *bilo_matmul_t(bilo_tensor *a, bilo_tensor *b, bool trans_a, bool trans_b);
 BILO_API bilo_tensor *bilo_matmul(bilo_tensor *a, bilo_tensor *b);
+/* Σ_i op(a_i)·op(b_i) over the batch of two 3-D operands (same batch) → 2-D, accumulated in
+   batch order without the per-entry products: the gradient of an operand that a batched
+   matmul shares across its batch (a layer's weight), as einsum("bik,bkj->ij"). */
+BILO_API bilo_tensor *bilo_matmul_batch_sum(bilo_tensor *a, bilo_tensor *b, bool trans_a,
+                                            bool trans_b);
 /* a ⊗ b for 1-D tensors: [n] × [m] → [n, m]. */
 BILO_API bilo_tensor *bilo_outer(bilo_tensor *a, bilo_tensor *b);
 /* A·dense, or Aᵀ·dense when trans, for the sparse matrix A [rows, cols] in compressed sparse

@@ -127,6 +127,10 @@ static bilo_tensor *f_matmul(bilo_tensor *const *x, void *user)
 {
     return bilo_matmul_t(x[0], x[1], C->ta, C->tb);
 }
+static bilo_tensor *f_matmul_batch_sum(bilo_tensor *const *x, void *user)
+{
+    return bilo_matmul_batch_sum(x[0], x[1], C->ta, C->tb);
+}
 /* The 4 x 5 sparse matrix with entries (0,1) (0,4) (2,0) (2,2) (2,3) (3,1) (3,4), row 1
    empty; x[0] its 7 values, x[1] the dense operand. The index arrays belong to the scope of
    the case. */
@@ -297,12 +301,19 @@ static const op_case cases[] = {
 };
 
 /* Matmul in every supported form with each transpose flag: 2-D x 2-D, batched 3-D x 3-D,
-   and the shared-operand forms 3-D x 2-D and 2-D x 3-D (m=3, k=4, n=2, batch 2). */
+   the shared-operand forms 3-D x 2-D and 2-D x 3-D, and matmul_batch_sum of 3-D x 3-D
+   (m=3, k=4, n=2, batch 2). */
+enum { MATMUL_FORMS = 5 };
 static op_case matmul_case(int form, bool ta, bool tb, char *label, size_t label_size)
 {
-    static const char *forms[] = {"2-D x 2-D", "3-D x 3-D", "3-D x 2-D", "2-D x 3-D"};
-    bool batch_a = form == 1 || form == 2, batch_b = form == 1 || form == 3;
+    static const char *forms[MATMUL_FORMS] = {"2-D x 2-D", "3-D x 3-D", "3-D x 2-D", "2-D x 3-D",
+                                              "batch_sum 3-D x 3-D"};
+    bool batch_a = form == 1 || form == 2 || form == 4, batch_b = form == 1 || form == 3 || form == 4;
     op_case c = {.op = BILO_OP_MATMUL, .label = label, .fn = f_matmul, .n = 2, .ta = ta, .tb = tb};
+    if (form == 4) {
+        c.op = BILO_OP_MATMUL_BATCH_SUM;
+        c.fn = f_matmul_batch_sum;
+    }
     int64_t m = 3, k = 4, n = 2;
     input_spec a = {'r', 0, {0}, 0}, b = {'r', 0, {0}, 0};
     if (batch_a) a.shape[a.ndim++] = 2;
@@ -381,8 +392,8 @@ static void test_non_differentiable(void)
 static void test_op_table(void)
 {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_case(&cases[i]);
-    char labels[16][64];
-    for (int form = 0, l = 0; form < 4; form++)
+    char labels[4 * MATMUL_FORMS][64];
+    for (int form = 0, l = 0; form < MATMUL_FORMS; form++)
         for (int t = 0; t < 4; t++, l++) {
             op_case c = matmul_case(form, t & 1, t >> 1, labels[l], sizeof labels[l]);
             run_case(&c);
@@ -806,6 +817,42 @@ static void test_memory_loop(void)
     bilo_release(v);
 }
 
+/* The gradient of a weight shared across a batched product (W·X_i, as a convolution's im2col
+   product) sums over the batch without materializing the per-entry products [batch, O, K]:
+   the backward's peak stays below the size of that stack. */
+static void test_shared_weight_gradient_memory(void)
+{
+    const int64_t batch = 64, o = 16, k = 32, p = 8;
+    bilo_scope_begin();
+    bilo_tensor *W = bilo_randn(BILO_F64, BILO_SHAPE(o, k), &rng);
+    bilo_tensor *X = bilo_randn(BILO_F64, BILO_SHAPE(batch, k, p), &rng);
+    bilo_set_requires_grad(W, true);
+    bilo_tensor *y = bilo_matmul(W, X), *g = NULL;
+    bilo_tensor *cot = bilo_ones(BILO_F64, BILO_SHAPE(batch, o, p));
+    bilo_mem_stats before, after;
+    bilo_mem_reset_peak();
+    bilo_mem_get_stats(&before);
+    const int rc = bilo_grad(&y, 1, &cot, &W, 1, &g, 0);
+    bilo_mem_get_stats(&after);
+    const double stack = (double)(batch * o * k) * sizeof(double);
+    const double peak = (double)after.peak_bytes - (double)before.live_bytes;
+    tap_ok(rc == 0 && peak < stack / 4,
+           "shared-weight gradient: backward peak %.0f bytes, under a quarter of the [64,16,32] "
+           "stack of per-entry products (%.0f)", peak, stack);
+    /* dW = Σ_i 1·X_iᵀ: each entry (j, q) is the sum of X[i][q][:] over i, the same for every j */
+    double worst = 0;
+    for (int64_t q = 0; rc == 0 && q < k; q++) {
+        double want = 0;
+        for (int64_t i = 0; i < batch; i++)
+            for (int64_t c = 0; c < p; c++) want += bilo_get_flat(X, (i * k + q) * p + c);
+        for (int64_t j = 0; j < o; j++)
+            worst = fmax(worst, fabs(bilo_get_flat(g, j * k + q) - want));
+    }
+    tap_ok(rc == 0 && worst < 1e-12, "shared-weight gradient equals the summed reference (max error %g)",
+           worst);
+    bilo_scope_end();
+}
+
 /* ---- gradcheck itself ---------------------------------------------------------------------- */
 
 /* x * detach(x): autograd sees x, the truth is 2x; gradcheck must catch it. */
@@ -886,6 +933,7 @@ int main(void)
     test_long_chain();
     test_shared_stand_ins();
     test_memory_loop();
+    test_shared_weight_gradient_memory();
     test_gradcheck_itself();
     test_threads();
     bilo_mem_stats stats;

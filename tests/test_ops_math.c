@@ -673,7 +673,8 @@ static double op_at(const double *m, int64_t cols, bool trans, int64_t i, int64_
     return trans ? m[p * cols + i] : m[i * cols + p];
 }
 
-/* Check matmul_t(a, b, ta, tb) for stored shapes; batch 0 = 2-D operand. */
+/* Check matmul_t(a, b, ta, tb) for stored shapes; batch 0 = 2-D operand. Two batched
+   operands also check matmul_batch_sum against the sum of the reference products. */
 static void check_matmul(bilo_dtype dt, int64_t batch_a, int64_t batch_b, int64_t m, int64_t k,
                          int64_t n, bool ta, bool tb, int seed)
 {
@@ -703,6 +704,16 @@ static void check_matmul(bilo_dtype dt, int64_t batch_a, int64_t batch_b, int64_
     tap_ok(shape_ok, "matmul %s %s x %s ta=%d tb=%d: shape", bilo_dtype_name(dt), as, bs, ta, tb);
     check_values(y, want, (batch ? batch : 1) * m * n, (dt == BILO_F32 ? 1e-5 : 1e-13) * (double)k,
                  "matmul %s %s x %s ta=%d tb=%d: values", bilo_dtype_name(dt), as, bs, ta, tb);
+    if (batch_a && batch_b) {
+        for (int64_t q = 1; q < batch; q++)
+            for (int64_t e = 0; e < m * n; e++) want[e] += want[q * m * n + e];
+        bilo_tensor *summed = bilo_matmul_batch_sum(a, b, ta, tb);
+        tap_ok(has_shape(summed, 2, (int64_t[]){m, n}), "matmul_batch_sum %s %s x %s ta=%d tb=%d: shape",
+               bilo_dtype_name(dt), as, bs, ta, tb);
+        check_values(summed, want, m * n, (dt == BILO_F32 ? 1e-5 : 1e-13) * (double)(k * batch),
+                     "matmul_batch_sum %s %s x %s ta=%d tb=%d: values", bilo_dtype_name(dt), as, bs,
+                     ta, tb);
+    }
     free(av);
     free(bv);
     free(want);
@@ -759,6 +770,15 @@ static void test_matmul(void)
         check_error(bilo_matmul(bilo_zeros(dt, 3, (int64_t[]){2, 3, 4}),
                                 bilo_zeros(dt, 3, (int64_t[]){3, 4, 2})),
                     "bilo_matmul", "batch 2 with batch 3");
+        bilo_tensor *b3 = bilo_zeros(dt, 3, (int64_t[]){2, 4, 5});
+        check_error(bilo_matmul_batch_sum(e1, b3, false, false), "bilo_matmul_batch_sum",
+                    "a 2-D operand");
+        check_error(bilo_matmul_batch_sum(bilo_zeros(dt, 3, (int64_t[]){3, 3, 4}), b3, false, false),
+                    "bilo_matmul_batch_sum", "batch 3 with batch 2");
+        check_error(bilo_matmul_batch_sum(b3, b3, false, false), "bilo_matmul_batch_sum",
+                    "[2,4,5]·[2,4,5]");
+        tap_ok(strstr(bilo_last_error(), "5 and 4") != NULL,
+               "matmul_batch_sum %s mismatch message names the inner dimensions", bilo_dtype_name(dt));
         check_error(bilo_outer(e1, u), "bilo_outer", "a 2-D operand");
     }
     bilo_scope_end();
@@ -792,6 +812,7 @@ static void test_errors(void)
     NULL_CASE(bilo_softmax(NULL, 0));
     NULL_CASE(bilo_dot(NULL, d));
     NULL_CASE(bilo_matmul(d, NULL));
+    NULL_CASE(bilo_matmul_batch_sum(NULL, m3, false, false));
     NULL_CASE(bilo_outer(NULL, NULL));
 #undef NULL_CASE
     bilo_clear_error();
