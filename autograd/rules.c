@@ -65,14 +65,8 @@ static void reciprocal_backward(const bilo_rule_ctx *c)
 }
 static void sin_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_mul(G, bilo_cos(X0)); }
 static void cos_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_neg(bilo_mul(G, bilo_sin(X0))); }
-static void tanh_backward(const bilo_rule_ctx *c)
-{
-    c->gx[0] = bilo_mul(G, bilo_rsub_scalar(bilo_square(Y), 1.0));
-}
-static void sigmoid_backward(const bilo_rule_ctx *c)
-{
-    c->gx[0] = bilo_mul(G, bilo_mul(Y, bilo_rsub_scalar(Y, 1.0)));
-}
+static void tanh_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_tanh_backward(Y, G); }
+static void sigmoid_backward(const bilo_rule_ctx *c) { c->gx[0] = bilo_sigmoid_backward(Y, G); }
 static void relu_backward(const bilo_rule_ctx *c)
 {
     c->gx[0] = bilo_mul(G, bilo_gt(X0, zero_like_scalar(X0)));
@@ -107,6 +101,20 @@ static void sub_backward(const bilo_rule_ctx *c)
 {
     if (c->need[0]) c->gx[0] = reduce_to(G, X0);
     if (c->need[1]) c->gx[1] = bilo_neg(reduce_to(G, X1));
+}
+/* z = g·(1 - y²): dz/dg = 1 - y², dz/dy = -2·y·g. */
+static void tanh_backward_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0]) c->gx[0] = reduce_to(bilo_mul(bilo_mul(G, X1), bilo_mul_scalar(X0, -2.0)), X0);
+    if (c->need[1]) c->gx[1] = reduce_to(bilo_tanh_backward(X0, G), X1);
+}
+/* z = g·(y - y²): dz/dg = y - y², dz/dy = g·(1 - 2y). */
+static void sigmoid_backward_backward(const bilo_rule_ctx *c)
+{
+    if (c->need[0])
+        c->gx[0] = reduce_to(bilo_mul(bilo_mul(G, X1), bilo_rsub_scalar(bilo_mul_scalar(X0, 2.0), 1.0)),
+                             X0);
+    if (c->need[1]) c->gx[1] = reduce_to(bilo_sigmoid_backward(X0, G), X1);
 }
 static void mul_backward(const bilo_rule_ctx *c)
 {
@@ -403,11 +411,11 @@ static void bias_relu_backward(const bilo_rule_ctx *c)
 }
 static void bias_tanh_backward(const bilo_rule_ctx *c)
 {
-    bias_act_backward(c, bilo_mul(G, bilo_rsub_scalar(bilo_square(Y), 1.0)));
+    bias_act_backward(c, bilo_tanh_backward(Y, G));
 }
 static void bias_sigmoid_backward(const bilo_rule_ctx *c)
 {
-    bias_act_backward(c, bilo_mul(G, bilo_mul(Y, bilo_rsub_scalar(Y, 1.0))));
+    bias_act_backward(c, bilo_sigmoid_backward(Y, G));
 }
 
 /* ---- the table ------------------------------------------------------------------------ */
@@ -447,6 +455,8 @@ static const bilo_op_rule rules[BILO_OP_COUNT] = {
     [BILO_OP_ADD] = {"add", add_backward, IN(0) | IN(1), INPUTS, SHAPE_ONLY(IN(0) | IN(1))},
     [BILO_OP_SUB] = {"sub", sub_backward, IN(0) | IN(1), INPUTS, SHAPE_ONLY(IN(0) | IN(1))},
     [BILO_OP_MUL] = {"mul", mul_backward, IN(0) | IN(1), INPUTS, PRODUCT},
+    [BILO_OP_TANH_BACKWARD] = {"tanh_backward", tanh_backward_backward, IN(0) | IN(1), INPUTS, SAVES_INPUTS},
+    [BILO_OP_SIGMOID_BACKWARD] = {"sigmoid_backward", sigmoid_backward_backward, IN(0) | IN(1), INPUTS, SAVES_INPUTS},
     [BILO_OP_DIV] = {"div", div_backward, IN(0) | IN(1), OUTPUT, SAVES_INPUTS},
     [BILO_OP_POW] = {"pow", pow_backward, IN(0) | IN(1), OUTPUT, SAVES_INPUTS},
     [BILO_OP_MAXIMUM] = {"maximum", maximum_backward, IN(0) | IN(1), INPUTS, SAVES_INPUTS},

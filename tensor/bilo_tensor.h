@@ -212,6 +212,12 @@ BILO_API bilo_tensor *bilo_le(bilo_tensor *a, bilo_tensor *b);
 BILO_API bilo_tensor *bilo_eq(bilo_tensor *a, bilo_tensor *b);
 /* mask ? a : b elementwise (mask nonzero = true), all three broadcast together. */
 BILO_API bilo_tensor *bilo_where(bilo_tensor *mask, bilo_tensor *a, bilo_tensor *b);
+/* The gradients of tanh and sigmoid from their output y and an output gradient g, in one
+   pass each (broadcast together): g·(1 - y²) and g·y·(1 - y), the latter evaluated as
+   g·(y - y²); in double with fused multiply-adds, rounded once for f32. Differentiable in
+   y and g: the backward rules of tanh, sigmoid and the fused bias + activation ops. */
+BILO_API bilo_tensor *bilo_tanh_backward(bilo_tensor *y, bilo_tensor *g);
+BILO_API bilo_tensor *bilo_sigmoid_backward(bilo_tensor *y, bilo_tensor *g);
 
 /* ---- fused bias + activation ---------------------------------------------------------- */
 /* Activations of bilo_bias_act (and of nn's linear layers and MLP). RELU is 0 so that a

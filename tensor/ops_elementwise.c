@@ -499,6 +499,15 @@ BILO_API bilo_tensor *bilo_minimum(bilo_tensor *a, bilo_tensor *b)
 {
     return binary_op("bilo_minimum", BILO_OP_MINIMUM, BILO_KB_MINIMUM, a, b);
 }
+BILO_API bilo_tensor *bilo_tanh_backward(bilo_tensor *y, bilo_tensor *g)
+{
+    return binary_op("bilo_tanh_backward", BILO_OP_TANH_BACKWARD, BILO_KB_TANH_GRAD, y, g);
+}
+BILO_API bilo_tensor *bilo_sigmoid_backward(bilo_tensor *y, bilo_tensor *g)
+{
+    return binary_op("bilo_sigmoid_backward", BILO_OP_SIGMOID_BACKWARD, BILO_KB_SIGMOID_GRAD, y,
+                     g);
+}
 BILO_API bilo_tensor *bilo_gt(bilo_tensor *a, bilo_tensor *b)
 {
     return binary_op("bilo_gt", BILO_OP_GT, BILO_KB_GT, a, b);

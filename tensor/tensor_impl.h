@@ -101,9 +101,10 @@ enum {
     X(SIN) X(COS) X(TANH) X(SIGMOID) X(RELU) X(SOFTPLUS) X(ERF) X(SIGN) X(POW_SCALAR)      \
     X(ADD_SCALAR) X(MUL_SCALAR) X(RSUB_SCALAR)                                             \
     X(ADD) X(SUB) X(MUL) X(DIV) X(POW) X(MAXIMUM) X(MINIMUM)                               \
+    X(TANH_BACKWARD) X(SIGMOID_BACKWARD)                                                   \
     X(GT) X(GE) X(LT) X(LE) X(EQ) X(WHERE)                                                 \
     X(SUM) X(MEAN) X(MAX) X(MIN) X(ARGMAX) X(LOGSUMEXP) X(NORM) X(DOT)                     \
-    X(SOFTMAX) X(LOG_SOFTMAX) X(MATMUL) X(MATMUL_BATCH_SUM) X(OUTER)                                           \
+    X(SOFTMAX) X(LOG_SOFTMAX) X(MATMUL) X(MATMUL_BATCH_SUM) X(OUTER)                      \
     X(RESHAPE) X(PERMUTE) X(SLICE) X(SLICE_SCATTER) X(CONCAT) X(STACK)                     \
     X(INDEX_SELECT) X(INDEX_ADD) X(GATHER) X(SCATTER_ADD) X(ONE_HOT) X(EXPAND) X(SUM_TO)   \
     X(CLONE) X(CAST) X(IM2COL) X(COL2IM) X(SPMM)                                          \

@@ -118,6 +118,16 @@ BINARY_FN(minimum) BINARY_FN(dot) BINARY_FN(outer)
 REDUCE_FN(sum) REDUCE_FN(mean) REDUCE_FN(max) REDUCE_FN(min) REDUCE_FN(logsumexp) REDUCE_FN(norm)
 AXIS_FN(softmax) AXIS_FN(log_softmax)
 
+static bilo_tensor *f_tanh_backward(bilo_tensor *const *x, void *user)
+{
+    (void)user;
+    return bilo_tanh_backward(x[0], x[1]);
+}
+static bilo_tensor *f_sigmoid_backward(bilo_tensor *const *x, void *user)
+{
+    (void)user;
+    return bilo_sigmoid_backward(x[0], x[1]);
+}
 static bilo_tensor *f_where(bilo_tensor *const *x, void *user)
 {
     (void)user;
@@ -237,6 +247,10 @@ static const op_case cases[] = {
     B(MAXIMUM, maximum, "maximum [3,1],[1,4]", 's', 'S', SH(3, 1), SH(1, 4)),
     B(MINIMUM, minimum, "minimum [3,4],[3,4]", 's', 'S', SH(3, 4), SH(3, 4)),
     B(MINIMUM, minimum, "minimum [2,3,4],[4]", 's', 'S', SH(2, 3, 4), SH(4)),
+    B(TANH_BACKWARD, tanh_backward, "tanh_backward [3,4],[3,4]", 'r', 'r', SH(3, 4), SH(3, 4)),
+    B(TANH_BACKWARD, tanh_backward, "tanh_backward [3,1],[1,4]", 'r', 'r', SH(3, 1), SH(1, 4)),
+    B(SIGMOID_BACKWARD, sigmoid_backward, "sigmoid_backward [3,4],[3,4]", 'r', 'r', SH(3, 4), SH(3, 4)),
+    B(SIGMOID_BACKWARD, sigmoid_backward, "sigmoid_backward [2,3,4],[4]", 'r', 'r', SH(2, 3, 4), SH(4)),
     {.op = BILO_OP_WHERE, .label = "where [3,4] ? [3,4] : [1,4]", .fn = f_where, .n = 3, .in = {T('m', 3, 4), T('r', 3, 4), T('r', 1, 4)}},
     {.op = BILO_OP_WHERE, .label = "where [4] ? [3,1] : [3,4]", .fn = f_where, .n = 3, .in = {T('m', 4), T('r', 3, 1), T('r', 3, 4)}},
 

@@ -227,6 +227,8 @@ static double r_ge(double a, double b) { return a >= b; }
 static double r_lt(double a, double b) { return a < b; }
 static double r_le(double a, double b) { return a <= b; }
 static double r_eq(double a, double b) { return a == b; }
+static double r_tanh_grad(double y, double g) { return g * (1 - y * y); }
+static double r_sigmoid_grad(double y, double g) { return g * y * (1 - y); }
 
 typedef struct {
     const char *name;
@@ -239,6 +241,8 @@ static const binary_case binary_cases[] = {
     {"div", bilo_div, r_div},         {"pow", bilo_pow, pow},   {"maximum", bilo_maximum, r_max},
     {"minimum", bilo_minimum, r_min}, {"gt", bilo_gt, r_gt},    {"ge", bilo_ge, r_ge},
     {"lt", bilo_lt, r_lt},            {"le", bilo_le, r_le},    {"eq", bilo_eq, r_eq},
+    {"tanh_backward", bilo_tanh_backward, r_tanh_grad},
+    {"sigmoid_backward", bilo_sigmoid_backward, r_sigmoid_grad},
 };
 
 /* Value of operand t at multi-index idx of an n-dim output, by NumPy's rule. */

@@ -64,6 +64,30 @@ BILO_OPERAND_LOADS_(double, f64)
 BILO_BINARY_VOPS_(f32)
 BILO_BINARY_VOPS_(f64)
 
+/* The activation-gradient kernels in double, as the scalar reference evaluates them; f32
+   lanes are widened, evaluated and rounded once, so both sets agree bit for bit. */
+static inline __m256d v_TANH_GRAD_f64(__m256d y, __m256d g)
+{
+    return _mm256_mul_pd(g, _mm256_fnmadd_pd(y, y, _mm256_set1_pd(1.0)));
+}
+static inline __m256d v_SIGMOID_GRAD_f64(__m256d y, __m256d g)
+{
+    return _mm256_mul_pd(g, _mm256_fnmadd_pd(y, y, y));
+}
+#define IN_DOUBLE_f32(F, a, b)                                                                 \
+    _mm256_set_m128(_mm256_cvtpd_ps(F(_mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)),           \
+                                      _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1)))),         \
+                    _mm256_cvtpd_ps(F(_mm256_cvtps_pd(_mm256_castps256_ps128(a)),             \
+                                      _mm256_cvtps_pd(_mm256_castps256_ps128(b)))))
+static inline __m256 v_TANH_GRAD_f32(__m256 y, __m256 g)
+{
+    return IN_DOUBLE_f32(v_TANH_GRAD_f64, y, g);
+}
+static inline __m256 v_SIGMOID_GRAD_f32(__m256 y, __m256 g)
+{
+    return IN_DOUBLE_f32(v_SIGMOID_GRAD_f64, y, g);
+}
+
 #define BILO_BINARY_LOOP_(NAME, T, S)                                                     \
     static void kernel_##NAME##_##S(const T *a, int64_t sa, const T *b, int64_t sb, T *y, \
                                     int64_t n)                                            \

@@ -19,6 +19,8 @@ static double k_GE(double a, double b) { return a >= b; }
 static double k_LT(double a, double b) { return a < b; }
 static double k_LE(double a, double b) { return a <= b; }
 static double k_EQ(double a, double b) { return a == b; }
+static double k_TANH_GRAD(double y, double g) { return g * fma(-y, y, 1.0); }
+static double k_SIGMOID_GRAD(double y, double g) { return g * fma(-y, y, y); }
 
 #define BILO_BINARY_LOOP_(NAME, T, S)                                                     \
     static void kernel_##NAME##_##S(const T *a, int64_t sa, const T *b, int64_t sb, T *y, \

@@ -15,9 +15,11 @@
     X(ADD_SCALAR) X(MUL_SCALAR) X(RSUB_SCALAR)
 
 /* Binary kernels y[i] = a[i*sa] (op) b[i*sb] with strides sa, sb in {0, 1}. Comparisons
-   write 1 or 0. */
-#define BILO_BINARY_KERNELS(X) \
-    X(ADD) X(SUB) X(MUL) X(DIV) X(POW) X(MAXIMUM) X(MINIMUM) X(GT) X(GE) X(LT) X(LE) X(EQ)
+   write 1 or 0. TANH_GRAD and SIGMOID_GRAD take the activation's output a and a gradient b:
+   b·(1 - a²) and b·(a - a²), each square-and-subtract one fused multiply-add. */
+#define BILO_BINARY_KERNELS(X)                                                                \
+    X(ADD) X(SUB) X(MUL) X(DIV) X(POW) X(MAXIMUM) X(MINIMUM) X(GT) X(GE) X(LT) X(LE) X(EQ)   \
+    X(TANH_GRAD) X(SIGMOID_GRAD)
 
 /* Fused bias + activation kernels y[j] = act(x[j] + b[j]) over one row of n elements; the
    sum is rounded to the dtype first, exactly as the add kernel does, and act is evaluated as
