@@ -6,7 +6,7 @@
      BROADCAST_S(p)             *p in every lane
      MASK_S, tail_mask_S(r)     a lane mask with the lanes below r on (r may be <= 0 or
                                 >= LANES_S), MASKLOAD_S(p, mask) (lanes off read as 0, their
-                                memory untouched)
+                                memory untouched), MASKSTORE_S(p, mask, v) (only the lanes on)
      hsum_S(v)                  the sum of v's lanes
      axpy_S(n, alpha, x, y)     y[0..n) += alpha·x[0..n)
    It defines static gemm_f32 and gemm_f64 with the signature of bilo_kernels' entries.
@@ -51,11 +51,22 @@
 #include <omp.h>
 #endif
 
+/* Rows of a register tile (an including file may set its own; 6 fills AVX2's 16 registers),
+   and of the two shorter kernels that run the bottom edge tiles. */
+#ifndef MR
 #define MR 6
+#endif
+#define MR_MID (2 * MR / 3)
+#define MR_LOW (MR / 3)
 #define KC 256
 /* Rows per packed A block, columns per packed B block (multiples of MR and NR). */
+#ifndef MC_f32
 #define MC_f32 168
+#endif
+#ifndef MC_f64
 #define MC_f64 72
+#endif
+_Static_assert(MC_f32 % MR == 0 && MC_f64 % MR == 0, "packed A blocks hold whole panels");
 #define NC_f32 4080
 #define NC_f64 4080
 #define NR_f32 (2 * LANES_f32)
@@ -93,6 +104,17 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
+/* Rows of the next register tile of a block with `rest` rows left: MR, except where that
+   would leave an edge of at most MR_LOW rows, whose short kernel has too few accumulators
+   to cover the FMA latency: unpacked products split such a rest into two tiles of the
+   middle kernel (32 rows run as 6,6,6,6,4,4, not 6,6,6,6,6,2). Packed A comes in MR-row
+   panels. */
+static inline int64_t tile_rows(int64_t rest, bool packed_a)
+{
+    if (!packed_a && rest > MR && rest <= MR + MR_LOW) return rest - rest / 2;
+    return min64(MR, rest);
+}
+
 static inline int thread_index(void)
 {
 #ifdef _OPENMP
@@ -110,15 +132,9 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
 /* op(A)[i][p] */
 #define OPA(i, p) (trans_a ? A[(p) * lda + (i)] : A[(i) * lda + (p)])
 
-/* One step of the kernel for row r: c_r0..c_r1 += a_r[p] * (b0, b1), for the first `rows`
-   rows and `cols` vectors. */
-#define KERNEL_ROW_(S, r)                                                                     \
-    if ((r) < rows) {                                                                         \
-        const VEC_##S ar = BROADCAST_##S(a##r + p * csa);                                     \
-        c##r##0 = FMADD_##S(ar, b0, c##r##0);                                                 \
-        if (cols > 1) c##r##1 = FMADD_##S(ar, b1, c##r##1);                                   \
-    }
-/* The kc steps of the kernel, B rows loaded with LOAD0/LOAD1. */
+/* The kc steps of the kernel, B rows loaded with LOAD0/LOAD1: acc[r][v] += a_r[p] * b_v for
+   the first `rows` rows and `cols` vectors (constants where the kernel is inlined, so the
+   loops unroll and acc lives in registers). */
 #define KERNEL_LOOP_(S, LOAD0, LOAD1)                                                         \
     for (int64_t p = 0; p < kc; p++, b += ldb) {                                              \
         if (prefetch_rows) {                                                                  \
@@ -126,26 +142,11 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             _mm_prefetch((const char *)(b + prefetch_rows * ldb + NR_##S - 1), _MM_HINT_T0);  \
         }                                                                                     \
         const VEC_##S b0 = LOAD0, b1 = cols > 1 ? LOAD1 : b0;                                 \
-        KERNEL_ROW_(S, 0) KERNEL_ROW_(S, 1) KERNEL_ROW_(S, 2)                                 \
-        KERNEL_ROW_(S, 3) KERNEL_ROW_(S, 4) KERNEL_ROW_(S, 5)                                 \
-    }
-/* Row r of the finished tile into C, added to what is there unless overwrite. */
-#define KERNEL_STORE_(T, S, r)                                                                \
-    {                                                                                         \
-        T *row = c + (r) * ldc;                                                               \
-        if (overwrite) {                                                                      \
-            STOREU_##S(row, c##r##0);                                                         \
-            STOREU_##S(row + LANES_##S, c##r##1);                                             \
-        } else {                                                                              \
-            STOREU_##S(row, ADD_##S(LOADU_##S(row), c##r##0));                                \
-            STOREU_##S(row + LANES_##S, ADD_##S(LOADU_##S(row + LANES_##S), c##r##1));        \
+        for (int r = 0; r < rows; r++) {                                                      \
+            const VEC_##S ar = BROADCAST_##S(a_row[r] + p * csa);                             \
+            acc[r][0] = FMADD_##S(ar, b0, acc[r][0]);                                         \
+            if (cols > 1) acc[r][1] = FMADD_##S(ar, b1, acc[r][1]);                           \
         }                                                                                     \
-    }
-/* Row r of the finished tile into the MR×NR buffer `tile`. */
-#define KERNEL_SPILL_(S, r)                                                                   \
-    {                                                                                         \
-        STOREU_##S(tile + (r) * NR_##S, c##r##0);                                             \
-        STOREU_##S(tile + (r) * NR_##S + LANES_##S, c##r##1);                                 \
     }
 
 /* The kernel on tile (ir, jr) of gemm_row_block, A packed or read in place. */
@@ -186,7 +187,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
 #define BILO_GEMM_BODY_(T, S)                                                                 \
     /* C[0..mr)[0..nr) (+)= sum over p < kc of op(A) rows times op(B) rows, where row r of    \
        op(A) has its p-th entry at a[r*rsa + p*csa] and row p of op(B) starts at b + p*ldb.   \
-       Only the first `rows` (6, 4 or 2, >= mr) rows and `cols` (2, or 1 when nr <= LANES)    \
+       Only the first `rows` (MR, MR_MID or MR_LOW, >= mr) rows and `cols` (2, or 1 when nr <= LANES) \
        vectors of columns are computed; rows past mr repeat row mr-1 and columns past nr are  \
        zero (computed, never stored). masked_b: B rows hold only nr valid entries (unpacked   \
        edge), so the loads are masked. Always inlined so that each call site gets its         \
@@ -196,26 +197,51 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
         int64_t ldb, T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b,                \
         bool overwrite, bool c_transposed, int64_t prefetch_rows)                             \
     {                                                                                         \
-        const T *a0 = a, *a1 = a + min64(1, mr - 1) * rsa, *a2 = a + min64(2, mr - 1) * rsa;  \
-        const T *a3 = a + min64(3, mr - 1) * rsa, *a4 = a + min64(4, mr - 1) * rsa;           \
-        const T *a5 = a + min64(5, mr - 1) * rsa;                                             \
-        VEC_##S c00 = ZERO_##S(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;      \
-        VEC_##S c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;             \
+        const T *a_row[MR];                                                                   \
+        VEC_##S acc[MR][2];                                                                   \
+        for (int r = 0; r < rows; r++) {                                                      \
+            a_row[r] = a + min64(r, mr - 1) * rsa;                                            \
+            acc[r][0] = acc[r][1] = ZERO_##S();                                               \
+        }                                                                                     \
         if (masked_b) {                                                                       \
             const MASK_##S m0 = tail_mask_##S(nr), m1 = tail_mask_##S(nr - LANES_##S);        \
             KERNEL_LOOP_(S, MASKLOAD_##S(b, m0), MASKLOAD_##S(b + LANES_##S, m1))             \
         } else {                                                                              \
             KERNEL_LOOP_(S, LOADU_##S(b), LOADU_##S(b + LANES_##S))                           \
         }                                                                                     \
-        if (!c_transposed && mr == MR && nr == NR_##S) {                                      \
-            KERNEL_STORE_(T, S, 0) KERNEL_STORE_(T, S, 1) KERNEL_STORE_(T, S, 2)              \
-            KERNEL_STORE_(T, S, 3) KERNEL_STORE_(T, S, 4) KERNEL_STORE_(T, S, 5)              \
+        if (!c_transposed && cols == 2 && nr == NR_##S) { /* whole vectors: plain stores */  \
+            for (int r = 0; r < rows && r < mr; r++) {                                        \
+                T *row = c + r * ldc;                                                         \
+                if (overwrite) {                                                              \
+                    STOREU_##S(row, acc[r][0]);                                               \
+                    STOREU_##S(row + LANES_##S, acc[r][1]);                                   \
+                } else {                                                                      \
+                    STOREU_##S(row, ADD_##S(LOADU_##S(row), acc[r][0]));                      \
+                    STOREU_##S(row + LANES_##S, ADD_##S(LOADU_##S(row + LANES_##S), acc[r][1])); \
+                }                                                                             \
+            }                                                                                 \
             return;                                                                           \
         }                                                                                     \
-        /* Edge tile (or C transposed): spill to a buffer, copy the valid part. */            \
+        if (!c_transposed) { /* a column edge: the valid part through lane masks */           \
+            const MASK_##S m0 = tail_mask_##S(nr), m1 = tail_mask_##S(nr - LANES_##S);        \
+            for (int r = 0; r < rows && r < mr; r++) {                                        \
+                T *row = c + r * ldc;                                                         \
+                VEC_##S v0 = acc[r][0], v1 = acc[r][1];                                       \
+                if (!overwrite) {                                                             \
+                    v0 = ADD_##S(MASKLOAD_##S(row, m0), v0);                                  \
+                    if (cols > 1) v1 = ADD_##S(MASKLOAD_##S(row + LANES_##S, m1), v1);        \
+                }                                                                             \
+                MASKSTORE_##S(row, m0, v0);                                                   \
+                if (cols > 1) MASKSTORE_##S(row + LANES_##S, m1, v1);                         \
+            }                                                                                 \
+            return;                                                                           \
+        }                                                                                     \
+        /* C transposed: spill to a buffer, copy the valid part. */                           \
         T tile[MR * NR_##S];                                                                  \
-        KERNEL_SPILL_(S, 0) KERNEL_SPILL_(S, 1) KERNEL_SPILL_(S, 2)                           \
-        KERNEL_SPILL_(S, 3) KERNEL_SPILL_(S, 4) KERNEL_SPILL_(S, 5)                           \
+        for (int r = 0; r < rows; r++) {                                                      \
+            STOREU_##S(tile + r * NR_##S, acc[r][0]);                                         \
+            STOREU_##S(tile + r * NR_##S + LANES_##S, acc[r][1]);                             \
+        }                                                                                     \
         for (int64_t r = 0; r < mr; r++)                                                      \
             for (int64_t j = 0; j < nr; j++) {                                                \
                 T *dst = c_transposed ? c + j * ldc + r : c + r * ldc + j;                    \
@@ -297,15 +323,15 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             const T *b = g->pack_b ? packed_b + jr * kc : g->B + pc * g->ldb + jc + jr;       \
             const int64_t ldb = g->pack_b ? NR_##S : g->ldb;                                  \
             const bool masked = !g->pack_b && nr < NR_##S;                                    \
-            for (int64_t ir = 0; ir < mc; ir += MR) {                                         \
-                const int64_t mr = min64(MR, mc - ir);                                        \
-                /* an edge of 1-4 rows runs a shorter kernel instead of padding to 6 */       \
-                if (mr > 4) {                                                                 \
-                    TILE_(S, 6)                                                               \
-                } else if (mr > 2) {                                                          \
-                    TILE_(S, 4)                                                               \
+            for (int64_t ir = 0, mr; ir < mc; ir += mr) {                                     \
+                mr = tile_rows(mc - ir, g->pack_a);                                           \
+                /* an edge tile runs a shorter kernel instead of padding to MR rows */        \
+                if (mr > MR_MID) {                                                            \
+                    TILE_(S, MR)                                                              \
+                } else if (mr > MR_LOW) {                                                     \
+                    TILE_(S, MR_MID)                                                          \
                 } else {                                                                      \
-                    TILE_(S, 2)                                                               \
+                    TILE_(S, MR_LOW)                                                          \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
@@ -343,14 +369,14 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
                     const T *a = g->B + r0 * rsb + pc * csb;                                  \
                     T *c = g->C + j0 * ldc + r0;                                              \
                     const int64_t ahead = r0 == 0 ? THIN_PREFETCH : 0;                        \
-                    if (mr > 4)                                                               \
-                        kernel_##S(6, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                    if (mr > MR_MID)                                                          \
+                        kernel_##S(MR, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,            \
                                    nr < NR_##S, overwrite, true, ahead);                      \
-                    else if (mr > 2)                                                          \
-                        kernel_##S(4, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                    else if (mr > MR_LOW)                                                     \
+                        kernel_##S(MR_MID, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,        \
                                    nr < NR_##S, overwrite, true, ahead);                      \
                     else                                                                      \
-                        kernel_##S(2, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,             \
+                        kernel_##S(MR_LOW, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,        \
                                    nr < NR_##S, overwrite, true, ahead);                      \
                 }                                                                             \
             }                                                                                 \
