@@ -58,7 +58,15 @@
 #endif
 #define MR_MID (2 * MR / 3)
 #define MR_LOW (MR / 3)
+#ifndef KC
 #define KC 256
+#endif
+/* 1 where the including file's GEMM takes only the products of the tile path and hands the
+   thin and vector shapes to another GEMM: then every product runs as tiles (correct for any
+   shape) and the other paths' code is left out. */
+#ifndef BILO_GEMM_ONLY_TILES
+#define BILO_GEMM_ONLY_TILES 0
+#endif
 /* Rows per packed A block, columns per packed B block (multiples of MR and NR). */
 #ifndef MC_f32
 #define MC_f32 168
@@ -529,7 +537,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
     static void gemm_serial_##S(const gemm_job_##S *g, T *packed_a, T *packed_b)              \
     {                                                                                         \
         if (g->m <= 0 || g->n <= 0) return;                                                   \
-        switch (g->path) {                                                                    \
+        switch (BILO_GEMM_ONLY_TILES ? PATH_TILES : g->path) {                                \
         case PATH_TILES: gemm_tiles_##S(g, packed_a, packed_b); break;                        \
         case PATH_THIN_T: gemm_thin_t_##S(g); break;                                          \
         case PATH_DOTS: gemm_dots_##S(g, packed_b); break;                                    \
@@ -561,18 +569,24 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
         }                                                                                     \
         return p;                                                                             \
     }                                                                                         \
+    /* How a product of this shape is computed. */                                           \
+    static inline gemm_path gemm_path_##S(bool trans_a, int64_t m, int64_t n, int64_t k)      \
+    {                                                                                         \
+        const bool thin = n < THIN_N && m >= NR_##S && k >= 2 * LANES_##S;                    \
+        return k == 0 || m == 1 || (n == 1 && !trans_a) ? PATH_ROWS                           \
+               : n == 1                                 ? PATH_GEMV_T                         \
+               : thin && trans_a                        ? PATH_THIN_T                         \
+               : thin                                   ? PATH_DOTS                           \
+                                                        : PATH_TILES;                         \
+    }                                                                                         \
     static void gemm_##S(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,         \
                          const T *A, int64_t lda, const T *B, int64_t ldb, T *C,              \
                          int64_t ldc, bool accumulate, int threads)                           \
     {                                                                                         \
         if (m <= 0 || n <= 0) return;                                                         \
         const int64_t work = m * n * k;                                                       \
-        const bool thin = n < THIN_N && m >= NR_##S && k >= 2 * LANES_##S;                    \
-        const gemm_path path = k == 0 || m == 1 || (n == 1 && !trans_a) ? PATH_ROWS           \
-                               : n == 1                                 ? PATH_GEMV_T         \
-                               : thin && trans_a                        ? PATH_THIN_T         \
-                               : thin                                   ? PATH_DOTS           \
-                                                                        : PATH_TILES;         \
+        const gemm_path path = BILO_GEMM_ONLY_TILES ? PATH_TILES                              \
+                                                    : gemm_path_##S(trans_a, m, n, k);        \
         const bool direct = work <= DIRECT_WORK || n <= NR_##S || m <= MR;                    \
         const bool tiles = path == PATH_TILES;                                                \
         gemm_job_##S g = {.trans_a = trans_a, .trans_b = trans_b, .accumulate = accumulate,   \

@@ -120,6 +120,6 @@ void bilo__fill_unary_avx2(bilo_kernels *k);     /* unary_avx2.c (-mavx2 -mfma, 
 void bilo__fill_binary_avx2(bilo_kernels *k);    /* binary_avx2.c */
 void bilo__fill_reduce_avx2(bilo_kernels *k);    /* reduce_avx2.c */
 void bilo__fill_gemm_avx2(bilo_kernels *k);      /* gemm_avx2.c */
-void bilo__fill_gemm_avx512(bilo_kernels *k);    /* gemm_avx512.c (-mavx512f -mavx2 -mfma) */
+void bilo__fill_gemm_avx512(bilo_kernels *k);    /* gemm_avx512.c (on top of the avx2 table) */
 
 #endif
