@@ -1,13 +1,14 @@
-/* AVX-512 GEMM: the tile path of gemm_body.h on 512-bit vectors (12×32 f32 and 12×16 f64
-   tiles: 24 accumulators, 2 B vectors and a broadcast in 27 of the 32 zmm registers). The
-   thin and vector shapes go to the AVX2 GEMM, which ran them as fast or faster: their loops
-   are bound by memory or by short lane reductions, not by the FMA rate (single thread,
-   AVX-512 / AVX2 on Zen 4: logistic-regression Cᵀ = Xᵀ·R f32 0.29x, X·W f32 0.92x, Xᵀr
-   f32 0.77x, X·w f32 0.94x, a 1×300×200 row 0.91x). Only the GEMM has an AVX-512 version;
-   the avx512 table takes every other kernel from the AVX2 set. */
+/* AVX-512 GEMM: the tile path of gemm_body.h on 512-bit vectors, 8×32 f32 and 8×16 f64
+   tiles (16 accumulators, 2 B vectors and a broadcast in 19 of the 32 zmm registers). On
+   Zen 4, 8 rows ran 0-3% faster than 6, and 12 rows 4-7% slower than 8 from 256 cubed up.
+   The thin and vector shapes go to the AVX2 GEMM, which ran them as fast or faster: their
+   loops are bound by memory or by short lane reductions, not by the FMA rate (one thread,
+   AVX-512 / AVX2: logistic-regression Cᵀ = Xᵀ·R f32 0.29x, X·W f32 0.92x, Xᵀr f32 0.77x,
+   X·w f32 0.94x, a 1×300×200 row 0.91x). Only the GEMM has an AVX-512 version; the avx512
+   table takes every other kernel from the AVX2 set. */
 #include "simd_avx512.h"
 
-#define MR 12
+#define MR 8
 #define BILO_GEMM_ONLY_TILES 1
 
 #include "gemm_body.h"

@@ -166,13 +166,13 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
     }
 #define TILE_COLS_(S, ROWS, COLS)                                                             \
     if (g->pack_a)                                                                            \
-        kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, b, NR_##S, c_col + ir * ldc,    \
-                   ldc, mr, nr, false, overwrite, false, 0);                                  \
+        kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, ROWS, b, NR_##S,                \
+                   c_col + ir * ldc, ldc, mr, nr, false, overwrite, false, 0);                \
     else if (trans_a)                                                                         \
-        kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, b, ldb,                 \
+        kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, mr, b, ldb,             \
                    c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0);               \
     else                                                                                      \
-        kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, b, ldb,               \
+        kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, mr, b, ldb,           \
                    c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0);
 
 
@@ -195,20 +195,21 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
 #define BILO_GEMM_BODY_(T, S)                                                                 \
     /* C[0..mr)[0..nr) (+)= sum over p < kc of op(A) rows times op(B) rows, where row r of    \
        op(A) has its p-th entry at a[r*rsa + p*csa] and row p of op(B) starts at b + p*ldb.   \
-       Only the first `rows` (MR, MR_MID or MR_LOW, >= mr) rows and `cols` (2, or 1 when nr <= LANES) \
-       vectors of columns are computed; rows past mr repeat row mr-1 and columns past nr are  \
+       Only the first `rows` (MR, MR_MID or MR_LOW, >= mr) rows and `cols` (2, or 1 when      \
+       nr <= LANES) vectors of columns are computed; rows past a_rows (mr, or `rows` where A  \
+       is packed with zero rows at the edge) repeat row a_rows-1 and columns past nr are      \
        zero (computed, never stored). masked_b: B rows hold only nr valid entries (unpacked   \
        edge), so the loads are masked. Always inlined so that each call site gets its         \
        constant row count and strides folded in. */                                           \
     static inline __attribute__((always_inline)) void kernel_##S(                             \
-        int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b,     \
-        int64_t ldb, T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b,                \
+        int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, int64_t a_rows, \
+        const T *b, int64_t ldb, T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b,    \
         bool overwrite, bool c_transposed, int64_t prefetch_rows)                             \
     {                                                                                         \
         const T *a_row[MR];                                                                   \
         VEC_##S acc[MR][2];                                                                   \
         for (int r = 0; r < rows; r++) {                                                      \
-            a_row[r] = a + min64(r, mr - 1) * rsa;                                            \
+            a_row[r] = a + min64(r, a_rows - 1) * rsa;                                        \
             acc[r][0] = acc[r][1] = ZERO_##S();                                               \
         }                                                                                     \
         if (masked_b) {                                                                       \
@@ -217,7 +218,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
         } else {                                                                              \
             KERNEL_LOOP_(S, LOADU_##S(b), LOADU_##S(b + LANES_##S))                           \
         }                                                                                     \
-        if (!c_transposed && cols == 2 && nr == NR_##S) { /* whole vectors: plain stores */  \
+        if (!c_transposed && cols == 2 && nr == NR_##S) { /* whole vectors: plain stores */   \
             for (int r = 0; r < rows && r < mr; r++) {                                        \
                 T *row = c + r * ldc;                                                         \
                 if (overwrite) {                                                              \
@@ -378,13 +379,13 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
                     T *c = g->C + j0 * ldc + r0;                                              \
                     const int64_t ahead = r0 == 0 ? THIN_PREFETCH : 0;                        \
                     if (mr > MR_MID)                                                          \
-                        kernel_##S(MR, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,            \
+                        kernel_##S(MR, 2, kc, a, rsb, csb, mr, b, lda, c, ldc, mr, nr,        \
                                    nr < NR_##S, overwrite, true, ahead);                      \
                     else if (mr > MR_LOW)                                                     \
-                        kernel_##S(MR_MID, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,        \
+                        kernel_##S(MR_MID, 2, kc, a, rsb, csb, mr, b, lda, c, ldc, mr, nr,    \
                                    nr < NR_##S, overwrite, true, ahead);                      \
                     else                                                                      \
-                        kernel_##S(MR_LOW, 2, kc, a, rsb, csb, b, lda, c, ldc, mr, nr,        \
+                        kernel_##S(MR_LOW, 2, kc, a, rsb, csb, mr, b, lda, c, ldc, mr, nr,    \
                                    nr < NR_##S, overwrite, true, ahead);                      \
                 }                                                                             \
             }                                                                                 \
@@ -569,7 +570,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
         }                                                                                     \
         return p;                                                                             \
     }                                                                                         \
-    /* How a product of this shape is computed. */                                           \
+    /* How a product of this shape is computed. */                                            \
     static inline gemm_path gemm_path_##S(bool trans_a, int64_t m, int64_t n, int64_t k)      \
     {                                                                                         \
         const bool thin = n < THIN_N && m >= NR_##S && k >= 2 * LANES_##S;                    \
