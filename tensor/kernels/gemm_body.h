@@ -212,6 +212,13 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             a_row[r] = a + min64(r, a_rows - 1) * rsa;                                        \
             acc[r][0] = acc[r][1] = ZERO_##S();                                               \
         }                                                                                     \
+        /* The tile's rows of C lie far apart in large products, where the hardware           \
+           prefetchers miss them: request them now, to arrive while the k loop runs. */       \
+        if (!c_transposed)                                                                    \
+            for (int r = 0; r < rows && r < mr; r++) {                                        \
+                _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);                       \
+                _mm_prefetch((const char *)(c + r * ldc + nr - 1), _MM_HINT_T0);              \
+            }                                                                                 \
         if (masked_b) {                                                                       \
             const MASK_##S m0 = tail_mask_##S(nr), m1 = tail_mask_##S(nr - LANES_##S);        \
             KERNEL_LOOP_(S, MASKLOAD_##S(b, m0), MASKLOAD_##S(b + LANES_##S, m1))             \
