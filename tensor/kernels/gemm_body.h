@@ -167,13 +167,13 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
 #define TILE_COLS_(S, ROWS, COLS)                                                             \
     if (g->pack_a)                                                                            \
         kernel_##S(ROWS, COLS, kc, packed_a + ir * kc, 1, MR, ROWS, b, NR_##S,                \
-                   c_col + ir * ldc, ldc, mr, nr, false, overwrite, false, 0);                \
+                   c_col + ir * ldc, ldc, mr, nr, false, overwrite, false, 0, true);          \
     else if (trans_a)                                                                         \
         kernel_##S(ROWS, COLS, kc, g->A + pc * lda + ic + ir, 1, lda, mr, b, ldb,             \
-                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0);               \
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0, false);        \
     else                                                                                      \
         kernel_##S(ROWS, COLS, kc, g->A + (ic + ir) * lda + pc, lda, 1, mr, b, ldb,           \
-                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0);
+                   c_col + ir * ldc, ldc, mr, nr, masked, overwrite, false, 0, false);
 
 
 /* One lane-vector step of dot_tile: the DOT_ROWS rows of A in registers, each column of
@@ -199,12 +199,15 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
        nr <= LANES) vectors of columns are computed; rows past a_rows (mr, or `rows` where A  \
        is packed with zero rows at the edge) repeat row a_rows-1 and columns past nr are      \
        zero (computed, never stored). masked_b: B rows hold only nr valid entries (unpacked   \
-       edge), so the loads are masked. Always inlined so that each call site gets its         \
-       constant row count and strides folded in. */                                           \
+       edge), so the loads are masked. prefetch_rows: prefetch B that many rows ahead.        \
+       prefetch_c: request the tile's rows of C before the k loop (in the large, packed       \
+       products, whose rows of C lie far apart, where the hardware prefetchers miss them).    \
+       Always inlined so that each call site gets its constant row count and strides folded   \
+       in. */                                                                                 \
     static inline __attribute__((always_inline)) void kernel_##S(                             \
         int rows, int cols, int64_t kc, const T *a, int64_t rsa, int64_t csa, int64_t a_rows, \
         const T *b, int64_t ldb, T *c, int64_t ldc, int64_t mr, int64_t nr, bool masked_b,    \
-        bool overwrite, bool c_transposed, int64_t prefetch_rows)                             \
+        bool overwrite, bool c_transposed, int64_t prefetch_rows, bool prefetch_c)            \
     {                                                                                         \
         const T *a_row[MR];                                                                   \
         VEC_##S acc[MR][2];                                                                   \
@@ -212,9 +215,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
             a_row[r] = a + min64(r, a_rows - 1) * rsa;                                        \
             acc[r][0] = acc[r][1] = ZERO_##S();                                               \
         }                                                                                     \
-        /* The tile's rows of C lie far apart in large products, where the hardware           \
-           prefetchers miss them: request them now, to arrive while the k loop runs. */       \
-        if (!c_transposed)                                                                    \
+        if (prefetch_c)                                                                       \
             for (int r = 0; r < rows && r < mr; r++) {                                        \
                 _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);                       \
                 _mm_prefetch((const char *)(c + r * ldc + nr - 1), _MM_HINT_T0);              \
@@ -387,13 +388,13 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
                     const int64_t ahead = r0 == 0 ? THIN_PREFETCH : 0;                        \
                     if (mr > MR_MID)                                                          \
                         kernel_##S(MR, 2, kc, a, rsb, csb, mr, b, lda, c, ldc, mr, nr,        \
-                                   nr < NR_##S, overwrite, true, ahead);                      \
+                                   nr < NR_##S, overwrite, true, ahead, false);               \
                     else if (mr > MR_LOW)                                                     \
                         kernel_##S(MR_MID, 2, kc, a, rsb, csb, mr, b, lda, c, ldc, mr, nr,    \
-                                   nr < NR_##S, overwrite, true, ahead);                      \
+                                   nr < NR_##S, overwrite, true, ahead, false);               \
                     else                                                                      \
                         kernel_##S(MR_LOW, 2, kc, a, rsb, csb, mr, b, lda, c, ldc, mr, nr,    \
-                                   nr < NR_##S, overwrite, true, ahead);                      \
+                                   nr < NR_##S, overwrite, true, ahead, false);               \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
