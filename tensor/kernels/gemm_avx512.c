@@ -10,6 +10,12 @@
 
 #define MR 8
 #define BILO_GEMM_ONLY_TILES 1
+/* Paths chosen as the AVX2 GEMM chooses them (for its 8 f32 and 4 f64 lanes): this GEMM runs
+   as tiles exactly the products the AVX2 one runs as tiles, and the tile path adds the same
+   KC slices in the same order for every element at any vector width, so the avx512 and
+   avx2 tables compute bit-identical products. */
+#define PATH_LANES_f32 8
+#define PATH_LANES_f64 4
 
 #include "gemm_body.h"
 

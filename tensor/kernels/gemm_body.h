@@ -90,6 +90,12 @@ _Static_assert(MC_f32 % MR == 0 && MC_f64 % MR == 0, "packed A blocks hold whole
 /* Thin products: C narrower than this (in f64 too, where 6×8 tiles would leave 6 of 16 lanes
    idle at n = 10: the thin paths ran the logistic-regression products 1.3-1.8x faster). */
 #define THIN_N 16
+/* Lane counts the path choice assumes (thin paths need m and k of two vectors or more): the
+   vocabulary's own unless the including file names others. */
+#ifndef PATH_LANES_f32
+#define PATH_LANES_f32 LANES_f32
+#define PATH_LANES_f64 LANES_f64
+#endif
 /* Transposed thin products (Cᵀ = op(B)ᵀ·A): rows of A per k slice, and how many rows ahead
    the first tile of a span prefetches (64 of the 784-float rows of the logistic-regression
    product: 64 steps of 12 FMAs, about 0.1 µs ahead, one memory latency; 32 and 128 were no
@@ -576,7 +582,7 @@ typedef enum { PATH_TILES, PATH_THIN_T, PATH_DOTS, PATH_GEMV_T, PATH_ROWS } gemm
     /* How a product of this shape is computed. */                                            \
     static inline gemm_path gemm_path_##S(bool trans_a, int64_t m, int64_t n, int64_t k)      \
     {                                                                                         \
-        const bool thin = n < THIN_N && m >= NR_##S && k >= 2 * LANES_##S;                    \
+        const bool thin = n < THIN_N && m >= 2 * PATH_LANES_##S && k >= 2 * PATH_LANES_##S;   \
         return k == 0 || m == 1 || (n == 1 && !trans_a) ? PATH_ROWS                           \
                : n == 1                                 ? PATH_GEMV_T                         \
                : thin && trans_a                        ? PATH_THIN_T                         \
