@@ -100,8 +100,9 @@ BILO_API void bilo_mem_trim(void);
 /* Threads used by kernels (default: OpenMP's maximum). Never changes OpenMP's own setting. */
 BILO_API void bilo_set_num_threads(int n);
 BILO_API int bilo_get_num_threads(void);
-/* Name of the kernel set chosen at start-up: "avx2" or "scalar" (BILO_DISABLE=avx2 forces
-   the scalar reference). */
+/* Name of the kernel set chosen at start-up: "avx512" (the AVX2 kernels with an AVX-512
+   GEMM), "avx2" or "scalar". BILO_DISABLE=avx512 stops at "avx2"; BILO_DISABLE=avx2 forces
+   the scalar reference. */
 BILO_API const char *bilo_kernel_isa(void);
 
 /* ---- reference counting and scopes ------------------------------------------------- */

@@ -1,6 +1,9 @@
 /* Kernel tables: the scalar reference against long-double libm formulas written here, and
    the AVX2 table (when this CPU has it and BILO_DISABLE does not hide it) against the scalar
    reference, over sizes 0, 1, 7, 8, 9, 31, 1000, 4097 and unaligned starts, f32 and f64.
+   Every table's GEMM (scalar, avx2, avx512: the avx2 table with an AVX-512 GEMM) runs the
+   shape list below against a long-double triple loop; the avx512 GEMM must write the same
+   bits as the avx2 one (same paths, same per-element order).
 
    Tolerances, in units in the last place of the dtype at the expected value:
    - scalar vs long double: 1 ulp for f32 (one rounding of a double result), for f64 1 ulp
@@ -561,6 +564,11 @@ static const gemm_shape gemm_shapes[] = {
                      transposed slices, an odd row */,
     {57, 11, 601} /* thin: slices either way with k tails, column tiles of 3-4, Cᵀ rows 6+5 */,
     {41, 2, 19} /* thin, two columns: one dot tile of 2, a transposed k tail */,
+    /* Column edges around one and two vectors of 8, 16 (and 4, 8) lanes, row edges of every
+       tile height, k = 1 and a short odd k: */
+    {32, 31, 17}, {31, 33, 1}, {13, 47, 17}, {38, 65, 5}, {7, 16, 33}, {20, 64, 1},
+    {8, 48, 23},
+    /* thin for 8 f32 / 4 f64 lanes, not for 16 / 8: */ {20, 10, 40}, {12, 9, 30},
 };
 
 typedef struct {
@@ -689,14 +697,52 @@ static void test_gemm(const bilo_kernels *k)
     tap_ok(gemm_empty_k_ok(k), "%s gemm with k = 0 writes zeros / leaves C", k->isa);
 }
 
+/* Every shape of the list, all transposes, with and without accumulation: `k` (on 2 threads)
+   writes the same bits into C as `ref` (on 1). */
+static bool gemm_bit_identical(const bilo_kernels *k, const bilo_kernels *ref, bool f32)
+{
+    bool same = true;
+    const int n_shapes = (int)(sizeof gemm_shapes / sizeof gemm_shapes[0]);
+    for (int s = 0; s < n_shapes; s++)
+        for (int variant = 0; variant < 8; variant++) {
+            gemm_case g = gemm_case_new(f32, gemm_shapes[s], variant & 1, (variant >> 1) & 1,
+                                        variant >> 2);
+            const size_t bytes = (size_t)(g.m * g.ldc) * (f32 ? sizeof(float) : sizeof(double));
+            buf want = buf_new(f32, g.m * g.ldc);
+            gemm_reset_c(&g, 7 + variant);
+            gemm_run(ref, &g, 1);
+            memcpy(want.data, g.C.data, bytes);
+            gemm_reset_c(&g, 7 + variant);
+            gemm_run(k, &g, 2);
+            same = same && memcmp(want.data, g.C.data, bytes) == 0;
+            free(want.data);
+            gemm_case_free(&g);
+        }
+    return same;
+}
+
+/* The avx512 table is the avx2 one with its own GEMM. */
+static bool only_gemm_differs(const bilo_kernels *avx512, const bilo_kernels *avx2)
+{
+    bilo_kernels k = *avx512;
+    k.isa = avx2->isa;
+    k.gemm_f32 = avx2->gemm_f32;
+    k.gemm_f64 = avx2->gemm_f64;
+    return memcmp(&k, avx2, sizeof k) == 0 && avx512->gemm_f32 != avx2->gemm_f32 &&
+           avx512->gemm_f64 != avx2->gemm_f64;
+}
+
 int main(void)
 {
     const bilo_kernels *scalar = bilo__kernels_for("scalar");
     const bilo_kernels *avx2 = bilo__kernels_for("avx2");
+    const bilo_kernels *avx512 = bilo__kernels_for("avx512");
     tap_ok(scalar != NULL && strcmp(scalar->isa, "scalar") == 0, "scalar table exists");
-    tap_ok(bilo__kernels() == (avx2 ? avx2 : scalar), "start-up table is the best available: %s",
-           bilo__kernels()->isa);
+    tap_ok(bilo__kernels() == (avx512 ? avx512 : avx2 ? avx2 : scalar),
+           "start-up table is the best available: %s", bilo__kernels()->isa);
+    tap_ok(!avx512 || avx2, "an avx512 table implies an avx2 table");
     if (!avx2) tap_diag("no avx2 table (CPU lacks AVX2/FMA or BILO_DISABLE): scalar only");
+    if (!avx512) tap_diag("no avx512 table (CPU lacks AVX-512F or BILO_DISABLE)");
 
     test_reference_values(scalar);
     test_unary(scalar, avx2);
@@ -706,6 +752,13 @@ int main(void)
     if (avx2) {
         test_blas1_and_reductions(avx2);
         test_gemm(avx2);
+    }
+    if (avx512) {
+        tap_ok(only_gemm_differs(avx512, avx2), "avx512 table = avx2 table but for the GEMM");
+        test_gemm(avx512);
+        for (int f = 0; f < 2; f++)
+            tap_ok(gemm_bit_identical(avx512, avx2, f == 0),
+                   "avx512 gemm %s bit-identical to avx2 over the shape list", dtype_name(f == 0));
     }
     return tap_done();
 }

@@ -1,6 +1,8 @@
-/* Kernel tables: the scalar reference and, on CPUs with AVX2 and FMA, the AVX2 set layered
-   on top of it. Both are filled once (call_once); BILO_DISABLE=avx2 (a comma-separated list)
-   hides the AVX2 set, so one machine can exercise every path. */
+/* Kernel tables: the scalar reference; on CPUs with AVX2 and FMA, the AVX2 set layered on top
+   of it; on CPUs that also have AVX-512F, the avx512 table: the AVX2 set with the AVX-512
+   GEMM. All are filled once (call_once); BILO_DISABLE (a comma-separated list) hides a set:
+   "avx512" the AVX-512 GEMM, "avx2" every vector kernel (the avx512 table builds on the
+   AVX2 one), so one machine can exercise every path. */
 #include "kernels.h"
 #include "tensor_impl.h"
 
@@ -10,7 +12,8 @@
 
 static bilo_kernels scalar_table;
 static bilo_kernels avx2_table;
-static bool avx2_usable;
+static bilo_kernels avx512_table;
+static bool avx2_usable, avx512_usable;
 static once_flag tables_once = ONCE_FLAG_INIT;
 
 /* True when the comma-separated list `list` contains `name` (blanks around items ignored). */
@@ -53,12 +56,18 @@ static void fill_tables(void)
     bilo__fill_binary_avx2(&avx2_table);
     bilo__fill_reduce_avx2(&avx2_table);
     bilo__fill_gemm_avx2(&avx2_table);
+
+    avx512_usable = __builtin_cpu_supports("avx512f") && !isa_disabled("avx512");
+    if (!avx512_usable) return;
+    avx512_table = avx2_table;
+    avx512_table.isa = "avx512";
+    bilo__fill_gemm_avx512(&avx512_table);
 }
 
 const bilo_kernels *bilo__kernels(void)
 {
     call_once(&tables_once, fill_tables);
-    return avx2_usable ? &avx2_table : &scalar_table;
+    return avx512_usable ? &avx512_table : avx2_usable ? &avx2_table : &scalar_table;
 }
 
 /* A table disabled through BILO_DISABLE counts as absent, as on a CPU without it. */
@@ -67,6 +76,7 @@ const bilo_kernels *bilo__kernels_for(const char *isa)
     call_once(&tables_once, fill_tables);
     if (strcmp(isa, "scalar") == 0) return &scalar_table;
     if (strcmp(isa, "avx2") == 0) return avx2_usable ? &avx2_table : NULL;
+    if (strcmp(isa, "avx512") == 0) return avx512_usable ? &avx512_table : NULL;
     return NULL;
 }
 

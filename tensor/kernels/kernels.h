@@ -1,7 +1,8 @@
 /* Private kernel table. Every kernel works on contiguous memory and is single-threaded
    except gemm, which splits its own macro-loop; the op layer (tensor/ops_*.c) does shapes,
    broadcasting and the OpenMP split. One table per ISA: the scalar reference fills every
-   entry, a vector set overrides the entries it implements. */
+   entry, a vector set overrides the entries it implements (avx2 all of them; avx512 is the
+   avx2 table with its own gemm_f32 and gemm_f64). */
 #ifndef BILO_KERNELS_H
 #define BILO_KERNELS_H
 
@@ -108,8 +109,8 @@ typedef struct {
 
 /* The table chosen at start-up (CPU detection, BILO_DISABLE). */
 const bilo_kernels *bilo__kernels(void);
-/* A specific table for tests and benchmarks: "scalar" or "avx2"; NULL if this CPU or build
-   lacks it. */
+/* A specific table for tests and benchmarks: "scalar", "avx2" or "avx512"; NULL if this CPU
+   or build lacks it (or BILO_DISABLE hides it). */
 const bilo_kernels *bilo__kernels_for(const char *isa);
 
 /* Fillers, one per kernel family and ISA source file (dispatch.c calls them). */
@@ -121,5 +122,6 @@ void bilo__fill_unary_avx2(bilo_kernels *k);     /* unary_avx2.c (-mavx2 -mfma, 
 void bilo__fill_binary_avx2(bilo_kernels *k);    /* binary_avx2.c */
 void bilo__fill_reduce_avx2(bilo_kernels *k);    /* reduce_avx2.c */
 void bilo__fill_gemm_avx2(bilo_kernels *k);      /* gemm_avx2.c */
+void bilo__fill_gemm_avx512(bilo_kernels *k);    /* gemm_avx512.c (on top of the avx2 table) */
 
 #endif
