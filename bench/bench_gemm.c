@@ -75,9 +75,11 @@ typedef struct {
     void *a, *b, *c;
 } operands;
 
+/* 64-byte aligned, as bilo's tensors are (and the peer's operands). */
 static void *filled(bilo_dtype dt, int64_t n, double phase)
 {
-    void *p = malloc((size_t)n * bilo_dtype_size(dt));
+    const size_t bytes = (size_t)n * bilo_dtype_size(dt);
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!p) die("out of memory");
     for (int64_t i = 0; i < n; i++) {
         const double v = 2 * fmod((double)i * 0.6180339887 + phase, 1.0) - 1;

@@ -46,7 +46,10 @@ int main(int argc, char **argv)
     openblas_set_num_threads(threads);
     const size_t na = (size_t)m * k, nb = (size_t)k * n, nc = (size_t)m * n;
     double *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b);
-    void *A = malloc(na * 8), *B = malloc(nb * 8), *C = malloc(nc * 8);
+    /* 64-byte aligned, as bench_gemm's operands and bilo's tensors are */
+    void *A = aligned_alloc(64, (na * 8 + 63) / 64 * 64);
+    void *B = aligned_alloc(64, (nb * 8 + 63) / 64 * 64);
+    void *C = aligned_alloc(64, (nc * 8 + 63) / 64 * 64);
     if (!a || !b || !A || !B || !C) {
         fprintf(stderr, "openblas_gemm: out of memory\n");
         return 1;
