@@ -223,19 +223,37 @@ static void softmax_cross_entropy_backward(const bilo_rule_ctx *c)
     c->gx[0] = bilo_softmax_cross_entropy_backward(X0, X1, G);
 }
 /* inputs logits z, labels, g of y = (p - onehot) g[:, None] with p = softmax(z); for the
-   incoming gradient u: dz = g p (u - Σ_c p u) and dg = Σ_c (p - onehot) u = Σ_c p u - u[label].
-   p is recomputed from z here rather than saved, so a node keeps no [n, C] softmax. */
+   incoming gradient u: dz = g p (u - Σ_c p u) (one softmax_jvp) and dg = Σ_c (p - onehot) u
+   = Σ_c p u - u[label]. p is recomputed from z rather than saved, so a node keeps no [n, C]
+   softmax. */
 static void softmax_cross_entropy_backward_backward(const bilo_rule_ctx *c)
 {
     bilo_tensor *g = c->x[2];
     int64_t n = X0->shape[0];
-    bilo_tensor *p = bilo_softmax(X0, 1);
-    bilo_tensor *pu = bilo_sum(bilo_mul(p, G), 1, true);
-    if (c->need[0])
-        c->gx[0] = bilo_mul(bilo_mul(p, bilo_sub(G, pu)), bilo_reshape(g, BILO_SHAPE(n, 1)));
+    if (c->need[0]) c->gx[0] = bilo_softmax_jvp(X0, G, g);
     if (c->need[2]) {
+        bilo_tensor *pu = bilo_sum(bilo_mul(bilo_softmax(X0, 1), G), 1, true);
         bilo_tensor *picked = bilo_gather(G, 1, bilo_reshape(X1, BILO_SHAPE(n, 1)));
         c->gx[2] = bilo_reshape(bilo_sub(pu, picked), BILO_SHAPE(n));
+    }
+}
+/* y = g ⊙ J(z) u per row, J = diag(p) - p pᵀ symmetric; for the incoming gradient v:
+   du = g ⊙ J v, dg = Σ_c v ⊙ J u, and, since d(Σ_c p a)/dz = J a,
+   dz = g ⊙ (J (v ⊙ u) - (p·u) J v - (p·v) J u). */
+static void softmax_jvp_backward(const bilo_rule_ctx *c)
+{
+    bilo_tensor *z = X0, *u = X1, *g = c->x[2];
+    if (c->need[1]) c->gx[1] = bilo_softmax_jvp(z, G, g);
+    if (!c->need[0] && !c->need[2]) return;
+    bilo_tensor *ones = bilo_ones(g->dtype, g->ndim, g->shape);
+    bilo_tensor *Ju = bilo_softmax_jvp(z, u, ones);
+    if (c->need[2]) c->gx[2] = bilo_sum(bilo_mul(G, Ju), 1, false);
+    if (c->need[0]) {
+        bilo_tensor *p = bilo_softmax(z, 1);
+        bilo_tensor *pu = bilo_sum(bilo_mul(p, u), 1, true), *pv = bilo_sum(bilo_mul(p, G), 1, true);
+        bilo_tensor *Jvu = bilo_softmax_jvp(z, bilo_mul(G, u), ones), *Jv = bilo_softmax_jvp(z, G, ones);
+        bilo_tensor *inner = bilo_sub(bilo_sub(Jvu, bilo_mul(pu, Jv)), bilo_mul(pv, Ju));
+        c->gx[0] = bilo_mul(inner, bilo_reshape(g, BILO_SHAPE(g->shape[0], 1)));
     }
 }
 
@@ -500,6 +518,7 @@ static const bilo_op_rule rules[BILO_OP_COUNT] = {
     [BILO_OP_SPMM] = {"spmm", spmm_backward, IN(2) | IN(3), INPUTS, SAVES_INPUTS},
     [BILO_OP_SOFTMAX_CROSS_ENTROPY] = {"softmax_cross_entropy", softmax_cross_entropy_backward, IN(0), INPUTS, SAVES_INPUTS},
     [BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD] = {"softmax_cross_entropy_backward", softmax_cross_entropy_backward_backward, IN(0) | IN(2), INPUTS, SAVES_INPUTS},
+    [BILO_OP_SOFTMAX_JVP] = {"softmax_jvp", softmax_jvp_backward, IN(0) | IN(1) | IN(2), INPUTS, SAVES_INPUTS},
     [BILO_OP_BIAS_RELU] = {"bias_relu", bias_relu_backward, IN(0) | IN(1), OUTPUT, SHAPE_ONLY(IN(0) | IN(1))},
     [BILO_OP_BIAS_TANH] = {"bias_tanh", bias_tanh_backward, IN(0) | IN(1), OUTPUT, SHAPE_ONLY(IN(0) | IN(1))},
     [BILO_OP_BIAS_SIGMOID] = {"bias_sigmoid", bias_sigmoid_backward, IN(0) | IN(1), OUTPUT, SHAPE_ONLY(IN(0) | IN(1))},

@@ -256,6 +256,11 @@ BILO_API bilo_tensor *bilo_softmax_cross_entropy(bilo_tensor *logits, bilo_tenso
    differentiable in logits and g (its rule is written with public ops, so any order works). */
 BILO_API bilo_tensor *bilo_softmax_cross_entropy_backward(bilo_tensor *logits,
                                                           bilo_tensor *labels, bilo_tensor *g);
+/* The softmax Jacobian of each row of logits [n, C] applied to the row of u [n, C], scaled by
+   g [n]: g ⊙ p ⊙ (u - Σ_c p u) with p = softmax(logits) along axis 1, in one pass (p is
+   recomputed, never stored). The Jacobian is symmetric, so this is the softmax's VJP too:
+   the second derivative of the cross-entropy. Differentiable in logits, u and g. */
+BILO_API bilo_tensor *bilo_softmax_jvp(bilo_tensor *logits, bilo_tensor *u, bilo_tensor *g);
 
 /* ---- linear algebra ------------------------------------------------------------------ */
 /* op(a)·op(b) where op transposes the last two axes when its flag is set (no copy).

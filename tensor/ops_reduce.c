@@ -557,6 +557,22 @@ bool bilo__check_class_labels(const char *op, const bilo_tensor *logits, const b
             for (int64_t c = 0; c < C; c++) dr[c] *= scale;                                     \
             dr[labels[r]] -= g[r];                                                              \
         }                                                                                       \
+    }                                                                                           \
+    /* out = g ⊙ p ⊙ (u - Σ_c p u) per row, p = softmax(z): e goes to out first, then each    \
+       element is computed from it in double and rounded once. */                              \
+    static void softmax_jvp_##S(const bilo_kernels *k, const T *z, const T *u, const T *g,      \
+                                int64_t rows, int64_t C, T *out)                                \
+    {                                                                                           \
+        double row_max[XENT_ROWS], row_sum[XENT_ROWS];                                          \
+        shifted_exp_##S(k, z, rows, C, out, row_max, row_sum);                                  \
+        for (int64_t r = 0; r < rows; r++) {                                                    \
+            T *o = out + r * C;                                                                 \
+            const T *ur = u + r * C;                                                            \
+            const double inv_sum = 1 / row_sum[r];                                              \
+            double pu = 0;                                                                      \
+            for (int64_t c = 0; c < C; c++) pu += o[c] * inv_sum * ur[c];                       \
+            for (int64_t c = 0; c < C; c++) o[c] = (T)(g[r] * (o[c] * inv_sum) * (ur[c] - pu)); \
+        }                                                                                       \
     }
 DEFINE_XENT(float, f32)
 DEFINE_XENT(double, f64)
@@ -596,10 +612,34 @@ static void xent_grad_block(const xent_rows *w, int64_t b, const void *g, void *
                       rows, w->C, (double *)dz + at);
 }
 
+/* Softmax Jacobian products of block b into out, for directions u and row scales g. */
+static void softmax_jvp_block(const xent_rows *w, int64_t b, const void *u, const void *g,
+                              void *out)
+{
+    int64_t r0 = b * XENT_ROWS, rows = min64(XENT_ROWS, w->n - r0), at = r0 * w->C;
+    if (w->dt == BILO_F32)
+        softmax_jvp_f32(w->k, (const float *)w->z + at, (const float *)u + at,
+                        (const float *)g + r0, rows, w->C, (float *)out + at);
+    else
+        softmax_jvp_f64(w->k, (const double *)w->z + at, (const double *)u + at,
+                        (const double *)g + r0, rows, w->C, (double *)out + at);
+}
+
 static xent_rows xent_work(const bilo_tensor *logits, const bilo_tensor *labels)
 {
     return (xent_rows){bilo__kernels(), logits->dtype, logits->shape[0], logits->shape[1],
-                       bilo__ptr(logits), bilo__ptr(labels)};
+                       bilo__ptr(logits), labels ? bilo__ptr(labels) : NULL};
+}
+
+/* g is [n] for logits [n, C] (dtypes checked by the caller). */
+static bool check_row_scales(const char *name, const bilo_tensor *logits, const bilo_tensor *g)
+{
+    if (g->ndim == 1 && g->shape[0] == logits->shape[0]) return true;
+    char sl[BILO_SHAPE_BUF], sg[BILO_SHAPE_BUF];
+    bilo__fail(BILO_ESHAPE, "%s: g %s is not [n] for logits %s", name,
+               bilo__shape_str(sg, g->ndim, g->shape),
+               bilo__shape_str(sl, logits->ndim, logits->shape));
+    return false;
 }
 
 BILO_API bilo_tensor *bilo_softmax_cross_entropy(bilo_tensor *logits, bilo_tensor *labels)
@@ -629,14 +669,8 @@ BILO_API bilo_tensor *bilo_softmax_cross_entropy_backward(bilo_tensor *logits,
     static const char name[] = "bilo_softmax_cross_entropy_backward";
     if (!logits || !labels || !g) return NULL;
     if (!bilo__check_class_labels(name, logits, labels) ||
-        !bilo__check_same_dtype(name, logits, g))
+        !bilo__check_same_dtype(name, logits, g) || !check_row_scales(name, logits, g))
         return NULL;
-    if (g->ndim != 1 || g->shape[0] != logits->shape[0]) {
-        char sl[BILO_SHAPE_BUF], sg[BILO_SHAPE_BUF];
-        return bilo__fail(BILO_ESHAPE, "%s: g %s is not [n] for logits %s", name,
-                          bilo__shape_str(sg, g->ndim, g->shape),
-                          bilo__shape_str(sl, logits->ndim, logits->shape));
-    }
     xent_rows w = xent_work(logits, labels);
     bilo_tensor *dz = bilo__new(name, w.dt, 2, logits->shape);
     if (!dz) return NULL;
@@ -646,4 +680,30 @@ BILO_API bilo_tensor *bilo_softmax_cross_entropy_backward(bilo_tensor *logits,
     BILO__PARALLEL_FOR(nt, b, xent_blocks(&w), { xent_grad_block(&w, b, pg, pd); });
     bilo_tensor *in[3] = {logits, labels, g};
     return bilo__record(BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD, dz, in, 3, NULL);
+}
+
+BILO_API bilo_tensor *bilo_softmax_jvp(bilo_tensor *logits, bilo_tensor *u, bilo_tensor *g)
+{
+    static const char name[] = "bilo_softmax_jvp";
+    if (!logits || !u || !g) return NULL;
+    if (!bilo__check_float(name, logits) || !bilo__check_same_dtype(name, logits, u) ||
+        !bilo__check_same_dtype(name, logits, g))
+        return NULL;
+    char sl[BILO_SHAPE_BUF], su[BILO_SHAPE_BUF];
+    bilo__shape_str(sl, logits->ndim, logits->shape);
+    if (logits->ndim != 2)
+        return bilo__fail(BILO_ESHAPE, "%s: logits %s are not [n, C]", name, sl);
+    if (u->ndim != 2 || u->shape[0] != logits->shape[0] || u->shape[1] != logits->shape[1])
+        return bilo__fail(BILO_ESHAPE, "%s: u %s does not match logits %s", name,
+                          bilo__shape_str(su, u->ndim, u->shape), sl);
+    if (!check_row_scales(name, logits, g)) return NULL;
+    xent_rows w = xent_work(logits, NULL);
+    bilo_tensor *out = bilo__new(name, w.dt, 2, logits->shape);
+    if (!out) return NULL;
+    const void *pu = bilo__ptr(u), *pg = bilo__ptr(g);
+    void *po = bilo__ptr(out);
+    const int nt = bilo__threads_for_elems(logits->numel, BILO_COST_TRANSCENDENTAL);
+    BILO__PARALLEL_FOR(nt, b, w.C ? xent_blocks(&w) : 0, { softmax_jvp_block(&w, b, pu, pg, po); });
+    bilo_tensor *in[3] = {logits, u, g};
+    return bilo__record(BILO_OP_SOFTMAX_JVP, out, in, 3, NULL);
 }

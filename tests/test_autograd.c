@@ -157,6 +157,11 @@ static bilo_tensor *f_softmax_cross_entropy(bilo_tensor *const *x, void *user)
     (void)user;
     return bilo_softmax_cross_entropy(x[0], x[1]);
 }
+static bilo_tensor *f_softmax_jvp(bilo_tensor *const *x, void *user)
+{
+    (void)user;
+    return bilo_softmax_jvp(x[0], x[1], x[2]);
+}
 static bilo_tensor *f_softmax_cross_entropy_backward(bilo_tensor *const *x, void *user)
 {
     (void)user;
@@ -273,6 +278,8 @@ static const op_case cases[] = {
     {.op = BILO_OP_SOFTMAX_CROSS_ENTROPY, .label = "softmax_cross_entropy [1,1]", .fn = f_softmax_cross_entropy, .n = 2, .in = {T('r', 1, 1), IDX(1, 1)}},
     {.op = BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD, .label = "softmax_cross_entropy_backward [4,5]", .fn = f_softmax_cross_entropy_backward, .n = 3, .in = {T('r', 4, 5), IDX(5, 4), T('r', 4)}},
     {.op = BILO_OP_SOFTMAX_CROSS_ENTROPY_BACKWARD, .label = "softmax_cross_entropy_backward [3,1]", .fn = f_softmax_cross_entropy_backward, .n = 3, .in = {T('r', 3, 1), IDX(1, 3), T('r', 3)}},
+    {.op = BILO_OP_SOFTMAX_JVP, .label = "softmax_jvp [4,5]", .fn = f_softmax_jvp, .n = 3, .in = {T('r', 4, 5), T('r', 4, 5), T('r', 4)}},
+    {.op = BILO_OP_SOFTMAX_JVP, .label = "softmax_jvp [3,1]", .fn = f_softmax_jvp, .n = 3, .in = {T('r', 3, 1), T('r', 3, 1), T('r', 3)}},
 
     B(OUTER, outer, "outer [3]x[4]", 'r', 'r', SH(3), SH(4)),
     {.op = BILO_OP_SPMM, .label = "spmm [4,5] sparse x [5,3]", .fn = f_spmm, .n = 2, .in = {T('r', 7), T('r', 5, 3)}},

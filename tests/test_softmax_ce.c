@@ -1,5 +1,6 @@
-/* Fused softmax cross-entropy: bilo_softmax_cross_entropy and its gradient op
-   bilo_softmax_cross_entropy_backward against a reference computed here in long double
+/* Fused softmax cross-entropy: bilo_softmax_cross_entropy, its gradient op
+   bilo_softmax_cross_entropy_backward and the softmax Jacobian product bilo_softmax_jvp (its
+   second derivative) against a reference computed here in long double
    (random rows, logits ±1000, one class, one row, rows and classes beyond one work block),
    f32 against the same reference, a third-order derivative check, bad inputs that leave the
    library working, and bit-identical results at 1 and 2 threads. The op table's gradcheck and
@@ -73,6 +74,33 @@ static double grad_error(const problem *p, bilo_tensor *dz)
     return worst;
 }
 
+/* Largest |out - g ⊙ p ⊙ (u - Σ p u)| over all elements, u the problem's logits reversed
+   and scaled to [-1, 1] (a direction unrelated to the softmax). */
+static double jvp_error(const problem *p, bilo_tensor *u, bilo_tensor *out)
+{
+    if (!out || bilo_numel(out) != p->n * p->C) return INFINITY;
+    double worst = 0;
+    for (int64_t i = 0; i < p->n; i++) {
+        long double lse = row_logsumexp(p, i), g = bilo_get_flat(p->g, i), pu = 0;
+        for (int64_t c = 0; c < p->C; c++)
+            pu += expl(bilo_get_flat(p->logits, i * p->C + c) - lse) * bilo_get_flat(u, i * p->C + c);
+        for (int64_t c = 0; c < p->C; c++) {
+            long double prob = expl(bilo_get_flat(p->logits, i * p->C + c) - lse);
+            long double want = g * prob * (bilo_get_flat(u, i * p->C + c) - pu);
+            double err = fabs(bilo_get_flat(out, i * p->C + c) - (double)want);
+            worst = fmax(worst, isnan(err) ? INFINITY : err);
+        }
+    }
+    return worst;
+}
+
+static bilo_tensor *direction(const problem *p)
+{
+    bilo_tensor *u = bilo_empty(bilo_dtype_of(p->logits), BILO_SHAPE(p->n, p->C));
+    for (int64_t i = 0; i < p->n * p->C; i++) bilo_set_flat(u, i, cos((double)(3 * i + 1)));
+    return u;
+}
+
 static void check_values(const char *what, bilo_dtype dtype, int64_t n, int64_t C, double scale)
 {
     bilo_scope_begin();
@@ -85,6 +113,10 @@ static void check_values(const char *what, bilo_dtype dtype, int64_t n, int64_t 
     err = grad_error(&p, bilo_softmax_cross_entropy_backward(p.logits, p.labels, p.g));
     tap_ok(err <= tol, "%s %s [%lld,%lld]: gradient (softmax - onehot) g matches (err %.3g)", dt,
            what, (long long)n, (long long)C, err);
+    bilo_tensor *u = direction(&p);
+    err = jvp_error(&p, u, bilo_softmax_jvp(p.logits, u, p.g));
+    tap_ok(err <= tol, "%s %s [%lld,%lld]: softmax_jvp g p (u - Σ p u) matches (err %.3g)", dt, what,
+           (long long)n, (long long)C, err);
     bilo_scope_end();
 }
 
@@ -301,7 +333,17 @@ static void test_errors(void)
                 BILO_EDTYPE, "dtypes f64 and f32 differ", "backward: g of another dtype");
     check_error(!bilo_softmax_cross_entropy_backward(p.logits, wrong_n, p.g), BILO_ESHAPE, bwd,
                 "backward: row count mismatch names the op");
-    bool nulls = !bilo_softmax_cross_entropy(NULL, p.labels) &&
+    const char *jvp = "bilo_softmax_jvp:";
+    check_error(!bilo_softmax_jvp(p.logits, bilo_zeros(BILO_F64, BILO_SHAPE(3, 5)), p.g),
+                BILO_ESHAPE, "u [3,5] does not match logits [3,4]", "jvp: u of another shape");
+    check_error(!bilo_softmax_jvp(p.logits, p.logits, bilo_zeros(BILO_F64, BILO_SHAPE(3, 1))),
+                BILO_ESHAPE, "g [3,1] is not [n] for logits [3,4]", "jvp: g not 1-D");
+    check_error(!bilo_softmax_jvp(bilo_zeros(BILO_F64, BILO_SHAPE(12)), p.logits, p.g),
+                BILO_ESHAPE, "logits [12] are not [n, C]", "jvp: 1-D logits");
+    check_error(!bilo_softmax_jvp(p.logits, bilo_zeros(BILO_F32, BILO_SHAPE(3, 4)), p.g),
+                BILO_EDTYPE, jvp, "jvp: u of another dtype");
+    bool nulls = !bilo_softmax_jvp(p.logits, NULL, p.g) && !bilo_softmax_jvp(NULL, p.logits, p.g) &&
+                 !bilo_softmax_cross_entropy(NULL, p.labels) &&
                  !bilo_softmax_cross_entropy(p.logits, NULL) &&
                  !bilo_softmax_cross_entropy_backward(p.logits, p.labels, NULL) &&
                  !bilo_softmax_cross_entropy_backward(NULL, p.labels, p.g);
@@ -324,15 +366,17 @@ static void test_threads(void)
 {
     bilo_scope_begin();
     problem p = make_problem(BILO_F32, 2000, 37, 20.0);
-    bilo_tensor *out[2][2];
+    bilo_tensor *out[2][3], *u = direction(&p);
     for (int t = 0; t < 2; t++) {
         bilo_set_num_threads(t + 1);
         out[t][0] = bilo_softmax_cross_entropy(p.logits, p.labels);
         out[t][1] = bilo_softmax_cross_entropy_backward(p.logits, p.labels, p.g);
+        out[t][2] = bilo_softmax_jvp(p.logits, u, p.g);
     }
     bilo_set_num_threads(0);
     tap_ok(same_bits(out[0][0], out[1][0]), "f32 losses bit-identical at 1 and 2 threads");
     tap_ok(same_bits(out[0][1], out[1][1]), "f32 gradient bit-identical at 1 and 2 threads");
+    tap_ok(same_bits(out[0][2], out[1][2]), "f32 softmax_jvp bit-identical at 1 and 2 threads");
     bilo_scope_end();
 }
 
