@@ -180,7 +180,7 @@ static void print_row(const config *cfg, measured m, double torch_s)
 
 /* ---- --csv: rows for bench/run.sh ----------------------------------------------------------- */
 
-enum { CSV_TIMED = 3, CSV_ROWS = 2 * CSV_TIMED, CSV_MAX_ROUNDS = 5, CSV_ESJ = 2 };
+enum { CSV_TIMED = 3, CSV_ROWS = 2 * CSV_TIMED, CSV_MAX_ROUNDS = 7, CSV_ESJ = 2 };
 static const config csv_timed[CSV_TIMED] = {
     {"itd_T100", "itd", "T=100,lr=0.1,reset=1", 1},
     {"cg_T100_K10", "aid-cg", "T=100,lr=0.1,reset=1,K=10", 1},
@@ -317,7 +317,7 @@ int main(int argc, char **argv)
                                                   sizeof script, why, sizeof why);
         if (!have_torch) fprintf(stderr, "bench_bilevel: %s\n", why);
         dataset ds = make_dataset();
-        csv_times(&ds, have_torch ? script : NULL, bench_has_flag(argc, argv, "--quick") ? 3 : 5);
+        csv_times(&ds, have_torch ? script : NULL, bench_has_flag(argc, argv, "--quick") ? 3 : CSV_MAX_ROUNDS);
         csv_peak_memory(&ds, have_torch ? script : NULL);
         free_dataset(&ds);
         return 0;

@@ -19,7 +19,7 @@
 # unless you export one; PASSIVE costs bilo a 25-40 us wake-up per parallel region, while
 # OpenBLAS's own pool spins by default. The PyTorch peers always run with PASSIVE, their best
 # setting here (oversubscribed spinning workers stall their barriers, research/peers.md).
-# --quick: fewer and shorter rounds (about 5 minutes instead of 10).
+# --quick: fewer and shorter rounds (about 6 minutes instead of 11).
 # --openblas-core NAME: OPENBLAS_CORETYPE for the GEMM peer (e.g. Haswell, to compare with
 # OpenBLAS's AVX2 kernels where it would pick AVX-512 ones).
 set -eu
