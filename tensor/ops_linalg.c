@@ -62,12 +62,12 @@ static bool check_product(const char *name, bilo_tensor *a, bilo_tensor *b, bool
     if (!bilo__check_float(name, a) || !bilo__check_float(name, b) ||
         !bilo__check_same_dtype(name, a, b))
         return false;
+    /* the shapes are formatted only for a message: this runs on every product */
     char sa[BILO_SHAPE_BUF], sb[BILO_SHAPE_BUF];
-    bilo__shape_str(sa, a->ndim, a->shape);
-    bilo__shape_str(sb, b->ndim, b->shape);
+#define SHAPES_ bilo__shape_str(sa, a->ndim, a->shape), bilo__shape_str(sb, b->ndim, b->shape)
     const int min_dims = both3d ? 3 : 2;
     if (a->ndim < min_dims || a->ndim > 3 || b->ndim < min_dims || b->ndim > 3) {
-        bilo__fail(BILO_ESHAPE, "%s: shapes %s and %s: expected %s operands", name, sa, sb,
+        bilo__fail(BILO_ESHAPE, "%s: shapes %s and %s: expected %s operands", name, SHAPES_,
                    both3d ? "two 3-D" : "2-D or 3-D");
         return false;
     }
@@ -75,13 +75,14 @@ static bool check_product(const char *name, bilo_tensor *a, bilo_tensor *b, bool
     *gb = describe(b, tb);
     if (ga->cols != gb->rows) {
         bilo__fail(BILO_ESHAPE, "%s: shapes %s and %s do not match (inner dimensions %lld and %lld)",
-                   name, sa, sb, (long long)ga->cols, (long long)gb->rows);
+                   name, SHAPES_, (long long)ga->cols, (long long)gb->rows);
         return false;
     }
     if (a->ndim == 3 && b->ndim == 3 && ga->batch != gb->batch) {
-        bilo__fail(BILO_ESHAPE, "%s: shapes %s and %s have different batch sizes", name, sa, sb);
+        bilo__fail(BILO_ESHAPE, "%s: shapes %s and %s have different batch sizes", name, SHAPES_);
         return false;
     }
+#undef SHAPES_
     return true;
 }
 
